@@ -1,0 +1,569 @@
+"""The abstract async database wrapper: Django's ``BaseDatabaseWrapper``, awaitable.
+
+Names, state and rules follow ``django.db.backends.base.base.BaseDatabaseWrapper``
+so a Django reviewer can read the two side by side. Methods that may do I/O are
+coroutines; pure bookkeeping (``get_rollback``, ``set_rollback``, the
+``validate_*`` checks, ``execute_wrapper``) stays synchronous.
+
+Who may use a wrapper: the task that owns it (``owner``, set by the handler) for
+queries, commits, rollbacks and savepoints; ``close()`` from anywhere. A wrapper
+built directly with ``owner=None`` is not bound to a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import inspect
+import logging
+import time
+import zoneinfo
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.conf import global_settings, settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, ProgrammingError
+from django.db.transaction import TransactionManagementError
+from django.db.utils import DatabaseErrorWrapper
+
+from backends.base.cursor import AsyncCursorDebugWrapper, AsyncCursorWrapper
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+logger = logging.getLogger("django.db.backends")
+
+#: An ``on_commit`` callback: sync or async, no arguments.
+OnCommitCallback = Callable[[], Any]
+#: ``execute_wrapper`` callables: ``fn(execute, sql, params, many, context)``.
+ExecuteWrapper = Callable[..., Any]
+
+
+def django_setting(name: str) -> Any:
+    """Read a Django setting, falling back to Django's defaults when settings
+    are not configured (``AsyncConnectionHandler(settings={...})`` without
+    ``settings.configure()``)."""
+    if settings.configured:
+        return getattr(settings, name)
+    return getattr(global_settings, name)
+
+
+@contextmanager
+def debug_transaction(connection: BaseAsyncDatabaseWrapper, sql: str) -> Iterator[None]:
+    """Log a transaction statement (BEGIN/COMMIT/ROLLBACK) as Django does."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        if connection.queries_logged:
+            duration = time.monotonic() - start
+            connection.queries_log.append({"sql": sql, "time": f"{duration:.3f}"})
+            logger.debug(
+                "(%.3f) %s; args=%s; alias=%s",
+                duration,
+                sql,
+                None,
+                connection.alias,
+                extra={"duration": duration, "sql": sql, "alias": connection.alias},
+            )
+
+
+class BaseAsyncDatabaseWrapper:
+    """An async database connection for one alias, used by one task."""
+
+    vendor: ClassVar[str] = "unknown"
+    display_name: ClassVar[str] = "unknown"
+    #: The PEP 249 driver module; its exception classes are translated.
+    Database: ClassVar[ModuleType]
+    queries_limit: ClassVar[int] = 9000
+
+    def __init__(
+        self,
+        settings_dict: dict[str, Any],
+        alias: str = DEFAULT_DB_ALIAS,
+        *,
+        owner: asyncio.Task[Any] | None = None,
+    ) -> None:
+        self.connection: Any = None
+        self.settings_dict = settings_dict
+        self.alias = alias
+        self.owner = owner
+        self.queries_log: deque[dict[str, str]] = deque(maxlen=self.queries_limit)
+        self.force_debug_cursor = False
+
+        # Transaction state, exactly Django's names (see Atomic in transaction.py).
+        self.autocommit = False
+        self.in_atomic_block = False
+        self.savepoint_state = 0
+        self.savepoint_ids: list[str | None] = []
+        self.atomic_blocks: list[Any] = []
+        self.commit_on_exit = True
+        self.needs_rollback = False
+        self.rollback_exc: BaseException | None = None
+
+        # Connection termination state.
+        self.close_at: float | None = None
+        self.closed_in_transaction = False
+        self.errors_occurred = False
+        self.health_check_enabled = False
+        self.health_check_done = False
+
+        # (savepoint ids, callback, robust) registered by on_commit().
+        self.run_on_commit: list[tuple[set[str | None], OnCommitCallback, bool]] = []
+        self.run_commit_hooks_on_set_autocommit_on = False
+        self.execute_wrappers: list[ExecuteWrapper] = []
+        self._named_cursor_idx = 0
+
+        # Serialises connect() so concurrent ensure_connection() opens one
+        # connection; created lazily because a lock binds to a running loop.
+        self._connect_lock: asyncio.Lock | None = None
+        self.wrap_database_errors = DatabaseErrorWrapper(self)
+
+    def __repr__(self) -> str:
+        # Never the settings: they hold the password.
+        return (
+            f"<{self.__class__.__qualname__} "
+            f"vendor={self.vendor!r} alias={self.alias!r}>"
+        )
+
+    # ##### Settings-derived properties #####
+
+    @cached_property
+    def timezone(self) -> datetime.tzinfo | None:
+        """The tzinfo datetimes are returned in; ``None`` when ``USE_TZ=False``."""
+        if not django_setting("USE_TZ"):
+            return None
+        if self.settings_dict["TIME_ZONE"] is None:
+            return datetime.UTC
+        return zoneinfo.ZoneInfo(self.settings_dict["TIME_ZONE"])
+
+    @cached_property
+    def timezone_name(self) -> str:
+        """Name of the time zone of the database connection."""
+        if not django_setting("USE_TZ"):
+            return str(django_setting("TIME_ZONE"))
+        if self.settings_dict["TIME_ZONE"] is None:
+            return "UTC"
+        return str(self.settings_dict["TIME_ZONE"])
+
+    @property
+    def queries_logged(self) -> bool:
+        return self.force_debug_cursor or bool(django_setting("DEBUG"))
+
+    @property
+    def queries(self) -> list[dict[str, str]]:
+        if len(self.queries_log) == self.queries_log.maxlen:
+            import warnings
+
+            warnings.warn(
+                f"Limit for query logging exceeded, only the last "
+                f"{self.queries_log.maxlen} queries will be returned.",
+                stacklevel=2,
+            )
+        return list(self.queries_log)
+
+    # ##### Backend-specific methods #####
+
+    def get_connection_params(self) -> dict[str, Any]:
+        """Return the keyword arguments for ``get_new_connection``."""
+        raise NotImplementedError("subclasses must define get_connection_params()")
+
+    async def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        """Open a driver connection."""
+        raise NotImplementedError("subclasses must define get_new_connection()")
+
+    async def init_connection_state(self) -> None:
+        """Initialise the session (time zone, role, ...)."""
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        """Create a driver cursor. Assume that a connection is established."""
+        raise NotImplementedError("subclasses must define create_cursor()")
+
+    async def _set_autocommit(self, autocommit: bool) -> None:
+        raise NotImplementedError("subclasses must define _set_autocommit()")
+
+    async def is_usable(self) -> bool:
+        """Whether the connection answers a trivial query. Never raises."""
+        raise NotImplementedError("subclasses must define is_usable()")
+
+    def last_executed_query(self, cursor: Any, sql: str, params: Any) -> str | None:
+        """The SQL as sent, for query logging."""
+        return sql
+
+    def savepoint_create_sql(self, sid: str) -> str:
+        return f'SAVEPOINT "{sid}"'
+
+    def savepoint_commit_sql(self, sid: str) -> str:
+        return f'RELEASE SAVEPOINT "{sid}"'
+
+    def savepoint_rollback_sql(self, sid: str) -> str:
+        return f'ROLLBACK TO SAVEPOINT "{sid}"'
+
+    # ##### Connecting #####
+
+    def check_settings(self) -> None:
+        if self.settings_dict["TIME_ZONE"] is not None and not django_setting(
+            "USE_TZ"
+        ):
+            raise ImproperlyConfigured(
+                f"Connection '{self.alias}' cannot set TIME_ZONE because USE_TZ is "
+                f"False."
+            )
+
+    async def connect(self) -> None:
+        """Connect to the database. Assume that the connection is closed."""
+        self.check_settings()
+        # In case the previous connection was closed while in an atomic block.
+        self.in_atomic_block = False
+        self.savepoint_ids = []
+        self.atomic_blocks = []
+        self.needs_rollback = False
+        self.health_check_enabled = bool(self.settings_dict["CONN_HEALTH_CHECKS"])
+        max_age = self.settings_dict["CONN_MAX_AGE"]
+        self.close_at = None if max_age is None else time.monotonic() + max_age
+        self.closed_in_transaction = False
+        self.errors_occurred = False
+        # New connections are healthy.
+        self.health_check_done = True
+        conn_params = self.get_connection_params()
+        # Assign before the next await: a cancellation from here on finds the
+        # connection on the wrapper and the except clause below closes it.
+        self.connection = await self.get_new_connection(conn_params)
+        try:
+            await self.set_autocommit(self.settings_dict["AUTOCOMMIT"])
+            await self.init_connection_state()
+        # Cancellation included: a half-initialised session is never kept.
+        except (Exception, asyncio.CancelledError):
+            await self._discard_connection()
+            raise
+        self.run_on_commit = []
+
+    async def ensure_connection(self) -> None:
+        """Guarantee that a connection to the database is established."""
+        if self.connection is not None:
+            return
+        if self.in_atomic_block and self.closed_in_transaction:
+            raise ProgrammingError("Cannot open a new connection in an atomic block.")
+        self.validate_task_sharing()
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self.connection is None:
+                with self.wrap_database_errors:
+                    await self.connect()
+
+    async def _discard_connection(self) -> None:
+        """Close the driver connection without returning it anywhere."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            try:
+                await connection.close()
+            except Exception as exc:
+                logger.warning("error ignored closing %r: %s", self, exc)
+
+    # ##### Cursors #####
+
+    def cursor(self) -> AsyncCursorWrapper:
+        """Return a cursor; the connection opens on ``async with`` or first use.
+
+        No ``await``: ``async with conn.cursor() as cursor:``.
+        """
+        return self._make_cursor(None)
+
+    def chunked_cursor(self) -> AsyncCursorWrapper:
+        """A cursor that streams rows from the server (a named cursor)."""
+        return self._make_cursor(self._next_cursor_name())
+
+    def _next_cursor_name(self) -> str:
+        # Unique per connection, which is all a server-side cursor name needs.
+        self._named_cursor_idx += 1
+        return f"_async_db_curs_{id(self):x}_{self._named_cursor_idx}"
+
+    def _make_cursor(self, name: str | None) -> AsyncCursorWrapper:
+        if self.queries_logged:
+            return AsyncCursorDebugWrapper(self, name)
+        return AsyncCursorWrapper(self, name)
+
+    async def _open_cursor(self, name: str | None) -> Any:
+        """Called by the cursor wrapper on first use: connect, then create."""
+        if self.health_check_enabled and not self.health_check_done:
+            await self.close_if_health_check_failed()
+        if self.connection is None:
+            await self.ensure_connection()
+        self.validate_task_sharing()
+        with self.wrap_database_errors:
+            return self.create_cursor(name)
+
+    # ##### Transactions #####
+
+    async def _commit(self) -> None:
+        if self.connection is not None:
+            with debug_transaction(self, "COMMIT"), self.wrap_database_errors:
+                await self.connection.commit()
+
+    async def _rollback(self) -> None:
+        if self.connection is not None:
+            with debug_transaction(self, "ROLLBACK"), self.wrap_database_errors:
+                await self.connection.rollback()
+
+    async def _close(self) -> None:
+        if self.connection is not None:
+            with self.wrap_database_errors:
+                await self.connection.close()
+
+    async def commit(self) -> None:
+        """Commit a transaction."""
+        self.validate_task_sharing()
+        self.validate_no_atomic_block()
+        await self._commit()
+        # A successful commit means that the database connection works.
+        self.errors_occurred = False
+        self.run_commit_hooks_on_set_autocommit_on = True
+
+    async def rollback(self) -> None:
+        """Roll back a transaction."""
+        self.validate_task_sharing()
+        self.validate_no_atomic_block()
+        await self._rollback()
+        # A successful rollback means that the database connection works.
+        self.errors_occurred = False
+        self.needs_rollback = False
+        self.run_on_commit = []
+
+    async def close(self) -> None:
+        """Close the connection. Allowed from any task (cleanup must always work)."""
+        self.run_on_commit = []
+        # Don't call validate_no_atomic_block() to avoid making it difficult
+        # to get rid of a connection in an invalid state. The next connect()
+        # will reset the transaction state anyway.
+        if self.closed_in_transaction or self.connection is None:
+            return
+        try:
+            await self._close()
+        finally:
+            if self.in_atomic_block:
+                self.closed_in_transaction = True
+                self.needs_rollback = True
+            else:
+                self.connection = None
+
+    async def get_autocommit(self) -> bool:
+        """Get the autocommit state (connects if needed)."""
+        await self.ensure_connection()
+        return self.autocommit
+
+    async def set_autocommit(self, autocommit: bool) -> None:
+        """Enable or disable autocommit; turning it off starts a transaction."""
+        self.validate_no_atomic_block()
+        await self.close_if_health_check_failed()
+        await self.ensure_connection()
+        if autocommit:
+            await self._set_autocommit(autocommit)
+        else:
+            with debug_transaction(self, "BEGIN"):
+                await self._set_autocommit(autocommit)
+        self.autocommit = autocommit
+        if autocommit and self.run_commit_hooks_on_set_autocommit_on:
+            await self.run_and_clear_commit_hooks()
+            self.run_commit_hooks_on_set_autocommit_on = False
+
+    def get_rollback(self) -> bool:
+        """Get the "needs rollback" flag -- for *advanced use* only."""
+        if not self.in_atomic_block:
+            raise TransactionManagementError(
+                "The rollback flag doesn't work outside of an 'atomic' block."
+            )
+        return self.needs_rollback
+
+    def set_rollback(self, rollback: bool) -> None:
+        """Set or unset the "needs rollback" flag -- for *advanced use* only."""
+        if not self.in_atomic_block:
+            raise TransactionManagementError(
+                "The rollback flag doesn't work outside of an 'atomic' block."
+            )
+        self.needs_rollback = rollback
+
+    def validate_no_atomic_block(self) -> None:
+        """Raise an error if an atomic block is active."""
+        if self.in_atomic_block:
+            raise TransactionManagementError(
+                "This is forbidden when an 'atomic' block is active."
+            )
+
+    def validate_no_broken_transaction(self) -> None:
+        if self.needs_rollback:
+            raise TransactionManagementError(
+                "An error occurred in the current transaction. You can't "
+                "execute queries until the end of the 'atomic' block."
+            ) from self.rollback_exc
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open: an atomic block, or autocommit off."""
+        return self.connection is not None and (
+            self.in_atomic_block or not self.autocommit
+        )
+
+    # ##### Savepoints #####
+
+    def _savepoint_allowed(self) -> bool:
+        # Savepoints cannot be created outside a transaction.
+        return self.connection is not None and not self.autocommit
+
+    async def _execute_transaction_sql(self, sql: str) -> None:
+        async with self.cursor() as cursor:
+            await cursor.execute(sql)
+
+    async def savepoint(self) -> str | None:
+        """Create a savepoint; return its id, or None outside a transaction."""
+        if not self._savepoint_allowed():
+            return None
+        self.validate_task_sharing()
+        self.savepoint_state += 1
+        sid = f"s_x{self.savepoint_state}"
+        await self._execute_transaction_sql(self.savepoint_create_sql(sid))
+        return sid
+
+    async def savepoint_rollback(self, sid: str) -> None:
+        """Roll back to a savepoint and drop the callbacks registered since."""
+        if not self._savepoint_allowed():
+            return
+        self.validate_task_sharing()
+        await self._execute_transaction_sql(self.savepoint_rollback_sql(sid))
+        self.run_on_commit = [
+            (sids, func, robust)
+            for (sids, func, robust) in self.run_on_commit
+            if sid not in sids
+        ]
+
+    async def savepoint_commit(self, sid: str) -> None:
+        """Release a savepoint."""
+        if not self._savepoint_allowed():
+            return
+        self.validate_task_sharing()
+        await self._execute_transaction_sql(self.savepoint_commit_sql(sid))
+
+    def clean_savepoints(self) -> None:
+        """Reset the counter used to generate unique savepoint ids."""
+        self.savepoint_state = 0
+
+    # ##### Health and lifetime #####
+
+    async def close_if_health_check_failed(self) -> None:
+        """Close the connection if it fails a once-per-use health check."""
+        if (
+            self.connection is None
+            or not self.health_check_enabled
+            or self.health_check_done
+        ):
+            return
+        if not await self.is_usable():
+            await self.close()
+        self.health_check_done = True
+
+    async def close_if_unusable_or_obsolete(self) -> None:
+        """Close the connection if errors made it unusable or it is too old."""
+        if self.connection is None:
+            return
+        self.health_check_done = False
+        # If the application didn't restore the original autocommit setting,
+        # don't take chances, drop the connection.
+        if self.autocommit != self.settings_dict["AUTOCOMMIT"]:
+            await self.close()
+            return
+        # If an exception other than DataError or IntegrityError occurred
+        # since the last commit / rollback, check if the connection works.
+        if self.errors_occurred:
+            if await self.is_usable():
+                self.errors_occurred = False
+                self.health_check_done = True
+            else:
+                await self.close()
+                return
+        if self.close_at is not None and time.monotonic() >= self.close_at:
+            await self.close()
+
+    # ##### Task ownership #####
+
+    def validate_task_sharing(self) -> None:
+        """Raise ``DatabaseError`` when used from a task other than the owner."""
+        owner = self.owner
+        if owner is not None and asyncio.current_task() is not owner:
+            raise DatabaseError(
+                f"The connection '{self.alias}' belongs to another task "
+                f"({owner.get_name()}) and cannot be used from "
+                f"{_describe_current_task()}. Each task gets its own connection "
+                f"from async_connections['{self.alias}']."
+            )
+
+    # ##### on_commit #####
+
+    async def on_commit(
+        self, func: OnCommitCallback, robust: bool = False
+    ) -> None:
+        """Run ``func`` after the current transaction commits (now if none)."""
+        if not callable(func):
+            raise TypeError("on_commit()'s callback must be a callable.")
+        if self.in_atomic_block:
+            # Transaction in progress; save for execution on commit.
+            self.run_on_commit.append((set(self.savepoint_ids), func, robust))
+        elif not await self.get_autocommit():
+            raise TransactionManagementError(
+                "on_commit() cannot be used in manual transaction management"
+            )
+        else:
+            await _run_commit_hook(func, robust)
+
+    async def run_and_clear_commit_hooks(self) -> None:
+        self.validate_no_atomic_block()
+        current_run_on_commit = self.run_on_commit
+        self.run_on_commit = []
+        while current_run_on_commit:
+            _, func, robust = current_run_on_commit.pop(0)
+            await _run_commit_hook(func, robust)
+
+    # ##### Execute wrappers #####
+
+    @contextmanager
+    def execute_wrapper(self, wrapper: ExecuteWrapper) -> Iterator[None]:
+        """Install ``wrapper(execute, sql, params, many, context)`` around every
+        ``execute``/``executemany`` in this block. ``wrapper`` may be sync or
+        async; the outermost installed runs first."""
+        self.execute_wrappers.append(wrapper)
+        try:
+            yield
+        finally:
+            self.execute_wrappers.pop()
+
+
+async def _run_commit_hook(func: OnCommitCallback, robust: bool) -> None:
+    if not robust:
+        await _call_maybe_async(func)
+        return
+    try:
+        await _call_maybe_async(func)
+    except Exception as e:
+        logger.error(
+            f"Error calling {getattr(func, '__qualname__', func)} in on_commit() (%s).",
+            e,
+            exc_info=True,
+        )
+
+
+async def _call_maybe_async(func: Callable[[], Any]) -> Any:
+    result = func()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _describe_current_task() -> str:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return "outside any event loop"
+    return "outside any task" if task is None else f"task {task.get_name()}"

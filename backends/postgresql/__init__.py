@@ -1,0 +1,1 @@
+"""PostgreSQL async backend on psycopg 3 (``psycopg.AsyncConnection``)."""

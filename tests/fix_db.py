@@ -1,0 +1,238 @@
+"""Database fixtures: a real PostgreSQL for every test, never a mock.
+
+The server is ``$ASYNC_DB_DSN`` when set (or ``--dsn``); otherwise an embedded
+throwaway server started with ``pgserver`` for this run and deleted after it.
+Django settings are configured once from that DSN. A session-wide autocommit
+*observer* connection (sync psycopg, its own application_name) creates tables
+and checks what the server really holds. After every test the server must have
+no backend left from the test's connections (``application_name`` is
+``async-db-tests``): a leaked connection fails the test that leaked it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+DSN_ENV = "ASYNC_DB_DSN"
+TEST_APP_NAME = "async-db-tests"
+OBSERVER_APP_NAME = "async-db-observer"
+
+_embedded: list[Any] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--dsn",
+        default=os.environ.get(DSN_ENV),
+        help=f"PostgreSQL DSN to test against (default: ${DSN_ENV}; "
+        "unset: an embedded throwaway server)",
+    )
+
+
+def start_embedded_server(pgdata: str) -> Any:
+    """Start a pgserver instance in ``pgdata``; return it (``.get_uri()``)."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells).
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        return pgserver.get_server(pgdata, cleanup_mode="delete")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    dsn = config.getoption("--dsn")
+    if not dsn:
+        pgdata = tempfile.mkdtemp(prefix="async-db-pg-")
+        server = start_embedded_server(pgdata)
+        _embedded.append((server, pgdata))
+        dsn = server.get_uri("postgres")
+    config.stash[_dsn_key] = dsn
+    _warm_up(dsn)
+    _configure_django(dsn)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _embedded:
+        server, pgdata = _embedded.pop()
+        server.cleanup()
+        shutil.rmtree(pgdata, ignore_errors=True)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    kind = "embedded pgserver" if _embedded else f"external (${DSN_ENV} or --dsn)"
+    return f"async-db test database: {kind}"
+
+
+_dsn_key = pytest.StashKey[str]()
+
+
+def _warm_up(dsn: str) -> None:
+    """Stop the whole run with one clear message if the server is unreachable."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=10):
+            pass
+    except psycopg.Error as exc:
+        pytest.exit(f"cannot connect to the test database: {exc}", returncode=2)
+
+
+def settings_dict_from_dsn(dsn: str) -> dict[str, Any]:
+    """A Django ``DATABASES`` entry for ``dsn``."""
+    params = conninfo_to_dict(dsn)
+    entry: dict[str, Any] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": params.pop("dbname", "postgres"),
+        "USER": params.pop("user", ""),
+        "PASSWORD": params.pop("password", ""),
+        "HOST": params.pop("host", ""),
+        "PORT": params.pop("port", ""),
+    }
+    entry["OPTIONS"] = {**params, "application_name": TEST_APP_NAME}
+    return entry
+
+
+def _configure_django(dsn: str) -> None:
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            USE_TZ=True,
+            TIME_ZONE="UTC",
+            INSTALLED_APPS=[],
+            DATABASES={"default": settings_dict_from_dsn(dsn)},
+        )
+        django.setup()
+
+
+@pytest.fixture(scope="session")
+def dsn(pytestconfig: pytest.Config) -> str:
+    return pytestconfig.stash[_dsn_key]
+
+
+@pytest.fixture(scope="session")
+def observer(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection for setup and for checking the server's state."""
+    with psycopg.connect(
+        dsn, autocommit=True, application_name=OBSERVER_APP_NAME
+    ) as conn:
+        yield conn
+
+
+def configured(entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` with Django's defaults filled in (AUTOCOMMIT, CONN_MAX_AGE, ...)."""
+    from django.db.utils import ConnectionHandler
+
+    return ConnectionHandler().configure_settings({"default": entry})["default"]
+
+
+@pytest.fixture
+def db_settings(dsn: str) -> dict[str, Any]:
+    """A fresh ``DATABASES['default']`` entry (with Django's defaults) per test."""
+    return configured(copy.deepcopy(settings_dict_from_dsn(dsn)))
+
+
+@pytest.fixture
+def make_connection(
+    db_settings: dict[str, Any],
+) -> Iterator[Callable[..., Any]]:
+    """Build wrappers for this test; the test closes them (leaks fail it)."""
+    from async_db._engine import create_connection
+
+    def make(alias: str = "default", **overrides: Any) -> Any:
+        entry = copy.deepcopy(db_settings)
+        options = overrides.pop("OPTIONS", None)
+        entry.update(overrides)
+        if options is not None:
+            entry["OPTIONS"] = {**entry["OPTIONS"], **options}
+        return create_connection(alias, entry)
+
+    yield make
+
+
+@pytest.fixture
+async def connection(make_connection: Callable[..., Any]) -> AsyncIterator[Any]:
+    """A connected wrapper for the 'default' alias, closed after the test."""
+    conn = make_connection()
+    await conn.ensure_connection()
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+_table_counter = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def table(observer: psycopg.Connection[Any]) -> Iterator[str]:
+    """A fresh ``(id serial, name text unique, value int, note text)`` table."""
+    name = f"async_db_t{os.getpid()}_{next(_table_counter)}"
+    observer.execute(
+        f"CREATE TABLE {name} (id serial PRIMARY KEY, name text UNIQUE, "
+        f"value integer, note text)"
+    )
+    try:
+        yield name
+    finally:
+        observer.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def our_backends(observer: psycopg.Connection[Any]) -> list[tuple[int, str]]:
+    """(pid, state) of every backend opened by the tests' connections."""
+    cur = observer.execute(
+        "SELECT pid, coalesce(state, '') FROM pg_stat_activity "
+        "WHERE application_name = %s",
+        [TEST_APP_NAME],
+    )
+    return [(int(pid), str(state)) for pid, state in cur.fetchall()]
+
+
+def wait_for_backends(
+    observer: psycopg.Connection[Any], expected: int, timeout: float = 5.0
+) -> list[tuple[int, str]]:
+    """Poll until exactly ``expected`` of our backends remain (a closed client's
+    backend exits asynchronously on the server); return the last reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        backends = our_backends(observer)
+        if len(backends) == expected or time.monotonic() > deadline:
+            return backends
+        time.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_backends(observer: psycopg.Connection[Any]) -> Iterator[None]:
+    """Fail a test that leaves a backend of ours on the server."""
+    yield
+    leaked = wait_for_backends(observer, 0)
+    assert not leaked, f"test leaked server backends (pid, state): {leaked}"
+
+
+@pytest.fixture(autouse=True)
+async def no_pending_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves tasks pending on its event loop."""
+    yield
+    current = asyncio.current_task()
+    for _ in range(3):
+        # Let tasks that are finishing (cancelled, returning) complete.
+        await asyncio.sleep(0)
+    pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for task in pending:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await asyncio.gather(*pending, return_exceptions=True)
+    assert not pending, f"test left pending tasks: {pending}"
