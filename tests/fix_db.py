@@ -15,18 +15,16 @@ import asyncio
 import contextlib
 import copy
 import os
-import shutil
-import tempfile
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
-DSN_ENV = "ASYNC_DB_DSN"
+from async_db._embedded import DSN_ENV, EmbeddedServer
+from async_db._embedded import settings_dict_from_dsn as _settings_dict_from_dsn
+
 TEST_APP_NAME = "async-db-tests"
 OBSERVER_APP_NAME = "async-db-observer"
 
@@ -42,23 +40,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def start_embedded_server(pgdata: str) -> Any:
-    """Start a pgserver instance in ``pgdata``; return it (``.get_uri()``)."""
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells).
-        warnings.simplefilter("ignore")
-        import pgserver
-
-        return pgserver.get_server(pgdata, cleanup_mode="delete")
-
-
 def pytest_configure(config: pytest.Config) -> None:
     dsn = config.getoption("--dsn")
     if not dsn:
-        pgdata = tempfile.mkdtemp(prefix="async-db-pg-")
-        server = start_embedded_server(pgdata)
-        _embedded.append((server, pgdata))
-        dsn = server.get_uri("postgres")
+        server = EmbeddedServer()
+        _embedded.append(server)
+        dsn = server.dsn
     config.stash[_dsn_key] = dsn
     _warm_up(dsn)
     _configure_django(dsn)
@@ -66,9 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     while _embedded:
-        server, pgdata = _embedded.pop()
-        server.cleanup()
-        shutil.rmtree(pgdata, ignore_errors=True)
+        _embedded.pop().stop()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -89,18 +74,8 @@ def _warm_up(dsn: str) -> None:
 
 
 def settings_dict_from_dsn(dsn: str) -> dict[str, Any]:
-    """A Django ``DATABASES`` entry for ``dsn``."""
-    params = conninfo_to_dict(dsn)
-    entry: dict[str, Any] = {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": params.pop("dbname", "postgres"),
-        "USER": params.pop("user", ""),
-        "PASSWORD": params.pop("password", ""),
-        "HOST": params.pop("host", ""),
-        "PORT": params.pop("port", ""),
-    }
-    entry["OPTIONS"] = {**params, "application_name": TEST_APP_NAME}
-    return entry
+    """The tests' ``DATABASES['default']``: tagged so leaks can be found."""
+    return _settings_dict_from_dsn(dsn, application_name=TEST_APP_NAME)
 
 
 def _configure_django(dsn: str) -> None:

@@ -17,7 +17,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -64,10 +64,10 @@ class AsyncCursorWrapper:
         # Close instead of passing through to avoid backend-specific behaviour
         # (Django #17671). Errors in cleanup code aren't useful: don't let them
         # replace the block's own exception.
-        try:
-            await self.close()
-        except self.db.Database.Error:
-            pass
+        cursor = self.cursor
+        if cursor is not None:
+            with suppress(self.db.Database.Error):
+                await cursor.close()
 
     async def close(self) -> None:
         cursor = self.cursor
