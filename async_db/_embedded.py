@@ -36,7 +36,9 @@ class EmbeddedServer:
                     f"No ${DSN_ENV} is set and the 'pgserver' package is not "
                     f"installed: run pip install -e '.[dev]' or set ${DSN_ENV}."
                 ) from exc
-            self._server = pgserver.get_server(self.pgdata, cleanup_mode="delete")
+            self._server = pgserver.get_server(  # type: ignore[attr-defined]
+                self.pgdata, cleanup_mode="delete"
+            )
 
     @property
     def dsn(self) -> str:

@@ -41,7 +41,9 @@ def backend_name(alias: str, settings_dict: dict[str, Any]) -> str:
         ) from None
 
 
-def load_backend(alias: str, settings_dict: dict[str, Any]) -> type[BaseAsyncDatabaseWrapper]:
+def load_backend(
+    alias: str, settings_dict: dict[str, Any]
+) -> type[BaseAsyncDatabaseWrapper]:
     """Import the backend's ``base`` module and return its ``DatabaseWrapper``."""
     name = backend_name(alias, settings_dict)
     try:

@@ -68,8 +68,14 @@ async def test_wrong_password_is_operational_error_without_the_password(
             pass
     assert "password authentication failed" in str(info.value)
     assert isinstance(info.value.__cause__, psycopg.OperationalError)
-    texts = [str(info.value), repr(info.value), str(info.value.__cause__),
-             repr(info.value.__cause__), repr(conn), caplog.text]
+    texts = [
+        str(info.value),
+        repr(info.value),
+        str(info.value.__cause__),
+        repr(info.value.__cause__),
+        repr(conn),
+        caplog.text,
+    ]
     texts += [str(arg) for arg in info.value.args]
     for text in texts:
         assert wrong not in text

@@ -76,7 +76,9 @@ async def test_description_and_rowcount(connection: Any) -> None:
         assert cursor.rowcount == 1
 
 
-async def test_executemany_and_rowcount(connection: Any, table: str, observer: Any) -> None:
+async def test_executemany_and_rowcount(
+    connection: Any, table: str, observer: Any
+) -> None:
     async with connection.cursor() as cursor:
         result = await cursor.executemany(
             f"INSERT INTO {table} (name, value) VALUES (%s, %s)",
@@ -95,7 +97,9 @@ async def test_positional_and_named_parameters(connection: Any) -> None:
         assert await cursor.fetchone() == ("xy",)
 
 
-async def test_hostile_value_is_stored_literally(connection: Any, table: str, observer: Any) -> None:
+async def test_hostile_value_is_stored_literally(
+    connection: Any, table: str, observer: Any
+) -> None:
     hostile = "O'Reilly\"; DROP TABLE " + table + "; --"
     async with connection.cursor() as cursor:
         await cursor.execute(f"INSERT INTO {table} (name) VALUES (%s)", [hostile])

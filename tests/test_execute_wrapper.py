@@ -28,7 +28,9 @@ async def test_sync_wrapper_sees_every_query(connection: Any) -> None:
 async def test_async_wrapper_wraps_the_query(connection: Any, table: str) -> None:
     events: list[str] = []
 
-    async def around(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+    async def around(
+        execute: Any, sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
         events.append("before")
         result = await execute(sql, params, many, context)
         events.append("after")
@@ -59,10 +61,13 @@ async def test_nested_wrappers_apply_outer_first(connection: Any) -> None:
         order.append("inner")
         return execute(*args)
 
-    with connection.execute_wrapper(outer), connection.execute_wrapper(middle):
-        with connection.execute_wrapper(inner):
-            async with connection.cursor() as cursor:
-                await cursor.execute("SELECT 1")
+    with (
+        connection.execute_wrapper(outer),
+        connection.execute_wrapper(middle),
+        connection.execute_wrapper(inner),
+    ):
+        async with connection.cursor() as cursor:
+            await cursor.execute("SELECT 1")
     assert order == ["outer", "middle", "inner"]
 
 

@@ -116,7 +116,7 @@ def test_unsupported_engine_is_improperly_configured() -> None:
 
 
 def test_bad_async_engine_is_improperly_configured() -> None:
-    with pytest.raises(ImproperlyConfigured, match="'nowhere.backend' .*alias 'x'"):
+    with pytest.raises(ImproperlyConfigured, match=r"'nowhere\.backend' .*alias 'x'"):
         load_backend("x", entry(ASYNC_ENGINE="nowhere.backend"))
 
 
@@ -130,7 +130,9 @@ async def test_bad_isolation_level_is_improperly_configured(
     make_connection: Any,
 ) -> None:
     conn = make_connection(OPTIONS={"isolation_level": 42})
-    with pytest.raises(ImproperlyConfigured, match="Invalid transaction isolation level 42"):
+    with pytest.raises(
+        ImproperlyConfigured, match="Invalid transaction isolation level 42"
+    ):
         await conn.ensure_connection()
     assert conn.connection is None
 

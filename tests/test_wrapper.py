@@ -20,7 +20,9 @@ async def insert(conn: Any, table: str, name: str) -> None:
         await cursor.execute(f"INSERT INTO {table} (name) VALUES (%s)", [name])
 
 
-async def test_autocommit_by_default(connection: Any, table: str, observer: Any) -> None:
+async def test_autocommit_by_default(
+    connection: Any, table: str, observer: Any
+) -> None:
     assert await connection.get_autocommit() is True
     assert connection.in_transaction is False
     await insert(connection, table, "a")
@@ -75,22 +77,32 @@ async def test_savepoints(connection: Any, table: str, observer: Any) -> None:
     ]
 
 
-async def test_commit_rollback_autocommit_forbidden_in_atomic_block(connection: Any) -> None:
+async def test_commit_rollback_autocommit_forbidden_in_atomic_block(
+    connection: Any,
+) -> None:
     connection.in_atomic_block = True
     try:
         for call in (connection.commit, connection.rollback):
-            with pytest.raises(TransactionManagementError, match="'atomic' block is active"):
+            with pytest.raises(
+                TransactionManagementError, match="'atomic' block is active"
+            ):
                 await call()
-        with pytest.raises(TransactionManagementError, match="'atomic' block is active"):
+        with pytest.raises(
+            TransactionManagementError, match="'atomic' block is active"
+        ):
             await connection.set_autocommit(False)
     finally:
         connection.in_atomic_block = False
 
 
 async def test_rollback_flag_only_inside_atomic(connection: Any) -> None:
-    with pytest.raises(TransactionManagementError, match="outside of an 'atomic' block"):
+    with pytest.raises(
+        TransactionManagementError, match="outside of an 'atomic' block"
+    ):
         connection.get_rollback()
-    with pytest.raises(TransactionManagementError, match="outside of an 'atomic' block"):
+    with pytest.raises(
+        TransactionManagementError, match="outside of an 'atomic' block"
+    ):
         connection.set_rollback(True)
 
 
@@ -147,7 +159,9 @@ async def test_close_is_idempotent(connection: Any) -> None:
     assert connection.connection is None
 
 
-async def test_concurrent_ensure_connection_opens_one(make_connection: Any, observer: Any) -> None:
+async def test_concurrent_ensure_connection_opens_one(
+    make_connection: Any, observer: Any
+) -> None:
     conn = make_connection()
     try:
         await asyncio.gather(*(conn.ensure_connection() for _ in range(5)))

@@ -206,9 +206,7 @@ class BaseAsyncDatabaseWrapper:
     # ##### Connecting #####
 
     def check_settings(self) -> None:
-        if self.settings_dict["TIME_ZONE"] is not None and not django_setting(
-            "USE_TZ"
-        ):
+        if self.settings_dict["TIME_ZONE"] is not None and not django_setting("USE_TZ"):
             raise ImproperlyConfigured(
                 f"Connection '{self.alias}' cannot set TIME_ZONE because USE_TZ is "
                 f"False."
@@ -502,9 +500,7 @@ class BaseAsyncDatabaseWrapper:
 
     # ##### on_commit #####
 
-    async def on_commit(
-        self, func: OnCommitCallback, robust: bool = False
-    ) -> None:
+    async def on_commit(self, func: OnCommitCallback, robust: bool = False) -> None:
         """Run ``func`` after the current transaction commits (now if none)."""
         if not callable(func):
             raise TypeError("on_commit()'s callback must be a callable.")

@@ -110,9 +110,7 @@ class AsyncCursorWrapper:
     async def executemany(self, sql: Any, param_list: Sequence[Params]) -> None:
         """Execute ``sql`` once per parameter set in ``param_list``."""
         if self.db.execute_wrappers:
-            await self._execute_with_wrappers(
-                sql, param_list, True, self._executemany
-            )
+            await self._execute_with_wrappers(sql, param_list, True, self._executemany)
         else:
             await self._executemany(sql, param_list)
 

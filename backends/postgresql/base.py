@@ -36,7 +36,9 @@ class AsyncServerBindingCursor(psycopg.AsyncCursor[Any]):
     """Server-side binding, with ``OPTIONS["server_side_binding"] = True``."""
 
 
-class AsyncServerSideCursor(ClientCursorMixin[Any, Any], psycopg.AsyncServerCursor[Any]):  # type: ignore[misc]
+class AsyncServerSideCursor(
+    ClientCursorMixin[Any, Any], psycopg.AsyncServerCursor[Any]
+):
     """A named (server-side) cursor that still binds parameters client-side,
     as Django's ``ServerSideCursor`` (psycopg forces server binding otherwise)."""
 
@@ -133,13 +135,17 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         if commit and not self.autocommit:
             await self.connection.commit()
 
-    async def _configure_connection(self, connection: psycopg.AsyncConnection[Any]) -> bool:
+    async def _configure_connection(
+        self, connection: psycopg.AsyncConnection[Any]
+    ) -> bool:
         """Set time zone and role; return whether a commit is needed."""
         commit_tz = await self._configure_timezone(connection)
         commit_role = await self._configure_role(connection)
         return commit_tz or commit_role
 
-    async def _configure_timezone(self, connection: psycopg.AsyncConnection[Any]) -> bool:
+    async def _configure_timezone(
+        self, connection: psycopg.AsyncConnection[Any]
+    ) -> bool:
         conn_timezone_name = connection.info.parameter_status("TimeZone")
         timezone_name = self.timezone_name
         if timezone_name and conn_timezone_name != timezone_name:
