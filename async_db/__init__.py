@@ -1,5 +1,24 @@
-"""async-db: a native async database layer for Django on psycopg 3."""
+"""async-db: a native async database layer for Django on psycopg 3.
+
+``async_connections[alias]`` is the current asyncio task's connection for
+``alias``: created lazily, never shared with another task, released when the
+task ends. See ``docs/connections.rst`` for the full visibility contract.
+"""
 
 from django.db import DEFAULT_DB_ALIAS
 
-__all__ = ["DEFAULT_DB_ALIAS"]
+from async_db._handler import AsyncConnectionHandler
+from async_db._scopes import aclose_old_connections, new_connections
+from backends.base.pools import PoolTimeout
+
+#: The global handler, reading ``settings.DATABASES`` on first use.
+async_connections = AsyncConnectionHandler()
+
+__all__ = [
+    "DEFAULT_DB_ALIAS",
+    "AsyncConnectionHandler",
+    "PoolTimeout",
+    "aclose_old_connections",
+    "async_connections",
+    "new_connections",
+]

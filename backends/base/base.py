@@ -30,7 +30,9 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, ProgrammingError
 from django.db.transaction import TransactionManagementError
 from django.db.utils import DatabaseErrorWrapper
 
+from async_db._storage import note_transaction
 from backends.base.cursor import AsyncCursorDebugWrapper, AsyncCursorWrapper
+from backends.base.pools import PoolRegistry
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -87,11 +89,20 @@ class BaseAsyncDatabaseWrapper:
         alias: str = DEFAULT_DB_ALIAS,
         *,
         owner: asyncio.Task[Any] | None = None,
+        handler: object = None,
+        pools: PoolRegistry | None = None,
     ) -> None:
         self.connection: Any = None
         self.settings_dict = settings_dict
         self.alias = alias
+        #: The task allowed to run queries on this wrapper (None: any task).
         self.owner = owner
+        #: The AsyncConnectionHandler that created this wrapper, if any.
+        self.handler = handler
+        #: Where this alias's connection pool lives (shared per handler).
+        self.pools = pools if pools is not None else PoolRegistry()
+        # Stack of "this `async with conn` block opened the connection" flags.
+        self._opened_by_block: list[bool] = []
         self.queries_log: deque[dict[str, str]] = deque(maxlen=self.queries_limit)
         self.force_debug_cursor = False
 
@@ -255,13 +266,16 @@ class BaseAsyncDatabaseWrapper:
                     await self.connect()
 
     async def _discard_connection(self) -> None:
-        """Close the driver connection without returning it anywhere."""
+        """Drop a connection in an unknown state: never reused, never pooled."""
         connection, self.connection = self.connection, None
         if connection is not None:
             try:
-                await connection.close()
+                await self._discard(connection)
             except Exception as exc:
                 logger.warning("error ignored closing %r: %s", self, exc)
+
+    async def _discard(self, connection: Any) -> None:
+        await connection.close()
 
     # ##### Cursors #####
 
@@ -348,6 +362,30 @@ class BaseAsyncDatabaseWrapper:
                 self.needs_rollback = True
             else:
                 self.connection = None
+                note_transaction(self, False)
+
+    def close_now(self) -> bool:
+        """Release the connection without awaiting, if the backend can (an
+        unpooled connection is just closed). Return whether nothing is left
+        to release. Used at task end, when there may be no loop iteration
+        left to await in."""
+        return self.connection is None
+
+    async def __aenter__(self) -> BaseAsyncDatabaseWrapper:
+        """``async with async_connections[alias] as conn:``: an explicit
+        lifetime. The connection is closed (returned) on exit only if this
+        block opened it."""
+        self._opened_by_block.append(self.connection is None)
+        try:
+            await self.ensure_connection()
+        except BaseException:
+            self._opened_by_block.pop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._opened_by_block.pop() and not self.in_atomic_block:
+            await self.close()
 
     async def get_autocommit(self) -> bool:
         """Get the autocommit state (connects if needed)."""
@@ -357,6 +395,7 @@ class BaseAsyncDatabaseWrapper:
     async def set_autocommit(self, autocommit: bool) -> None:
         """Enable or disable autocommit; turning it off starts a transaction."""
         self.validate_no_atomic_block()
+        self.validate_task_sharing()
         await self.close_if_health_check_failed()
         await self.ensure_connection()
         if autocommit:
@@ -365,6 +404,8 @@ class BaseAsyncDatabaseWrapper:
             with debug_transaction(self, "BEGIN"):
                 await self._set_autocommit(autocommit)
         self.autocommit = autocommit
+        # Spawn-time marker: tasks spawned from now on see the transaction.
+        note_transaction(self, not autocommit)
         if autocommit and self.run_commit_hooks_on_set_autocommit_on:
             await self.run_and_clear_commit_hooks()
             self.run_commit_hooks_on_set_autocommit_on = False

@@ -9,9 +9,11 @@ Django's backend returns them.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 import psycopg
+import psycopg_pool
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.postgresql.psycopg_any import (
     get_adapters_template,
@@ -19,9 +21,10 @@ from django.db.backends.postgresql.psycopg_any import (
 )
 from psycopg import IsolationLevel, adapters, sql
 from psycopg.client_cursor import ClientCursorMixin
-from psycopg.pq import Format
+from psycopg.pq import Format, TransactionStatus
 
 from backends.base.base import BaseAsyncDatabaseWrapper, django_setting
+from backends.base.pools import PoolTimeout
 
 TIMESTAMPTZ_OID = adapters.types["timestamptz"].oid
 #: PostgreSQL's NAMEDATALEN - 1 (Django's ``ops.max_name_length()``).
@@ -49,6 +52,8 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
     Database: ClassVar[Any] = psycopg
 
     isolation_level: IsolationLevel | None = None
+    #: The pool the current connection came from (None: unpooled).
+    _connection_pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
 
     # ##### Connection parameters (Django's get_connection_params) #####
 
@@ -117,23 +122,146 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
             ) from None
 
     async def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        # Validated before connecting: a bad value never opens a connection.
         isolation_level = self._isolation_level_option()
         self.isolation_level = isolation_level or IsolationLevel.READ_COMMITTED
-        connection = await psycopg.AsyncConnection.connect(**conn_params)
-        if isolation_level is not None:
-            try:
-                await connection.set_isolation_level(isolation_level)
-            except BaseException:
-                await connection.close()
-                raise
+        if self.pool_options is None:
+            return await psycopg.AsyncConnection.connect(**conn_params)
+        pool = await self.pools.get(self.alias, self._make_pool)
+        try:
+            connection = await pool.getconn()
+        except psycopg_pool.PoolTimeout as exc:
+            waiting = pool.get_stats().get("requests_waiting", 0)
+            raise PoolTimeout(
+                f"Database '{self.alias}': no connection available from its pool "
+                f"(max_size={pool.max_size}) within {pool.timeout:.2f} seconds; "
+                f"{waiting} other requests waiting."
+            ) from exc
+        # No await between getconn() and here: connect() stores the returned
+        # connection on the wrapper before anything else can be cancelled.
+        self._connection_pool = pool
         return connection
+
+    # ##### Pools #####
+
+    @property
+    def pool_options(self) -> dict[str, Any] | None:
+        """``OPTIONS["pool"]`` as AsyncConnectionPool arguments, or None."""
+        options = self.settings_dict["OPTIONS"].get("pool")
+        if not options:
+            return None
+        if options is True:
+            return {}
+        if not isinstance(options, dict):
+            raise ImproperlyConfigured(
+                f"DATABASES['{self.alias}']['OPTIONS']['pool'] must be True or a "
+                f"dict of psycopg_pool.AsyncConnectionPool arguments, not "
+                f"{type(options).__name__}."
+            )
+        return dict(options)
+
+    def _make_pool(self) -> psycopg_pool.AsyncConnectionPool[Any]:
+        options = self.pool_options or {}
+        if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
+            raise ImproperlyConfigured(
+                f"Database '{self.alias}': pooling (OPTIONS['pool']) doesn't "
+                f"support persistent connections; set CONN_MAX_AGE to 0."
+            )
+        for key in ("kwargs", "open", "configure", "connection_class"):
+            if key in options:
+                raise ImproperlyConfigured(
+                    f"DATABASES['{self.alias}']['OPTIONS']['pool'] cannot set "
+                    f"'{key}': async-db manages it."
+                )
+        connect_kwargs = self.get_connection_params()
+        # Pooled connections idle in autocommit; connect() sets AUTOCOMMIT.
+        connect_kwargs["autocommit"] = True
+        # Pool workers configure and reset connections outside any task's
+        # wrapper: give them an unowned wrapper of their own.
+        configurer = type(self)(self.settings_dict, self.alias)
+        options.setdefault("reset", configurer._reset_session)
+        options.setdefault("name", f"async-db-{self.alias}")
+        health = self.settings_dict["CONN_HEALTH_CHECKS"]
+        try:
+            return psycopg_pool.AsyncConnectionPool(
+                kwargs=connect_kwargs,
+                open=False,
+                configure=configurer._configure_pooled,
+                check=psycopg_pool.AsyncConnectionPool.check_connection
+                if health
+                else None,
+                **options,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(
+                f"Invalid DATABASES['{self.alias}']['OPTIONS']['pool']: {exc}"
+            ) from exc
+
+    async def _configure_pooled(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        """Pool ``configure`` callback: a new connection gets Django's session."""
+        await self._configure_connection(connection)
+
+    async def _reset_session(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        """Pool ``reset`` callback: undo what a task changed in the session
+        (``SET``, ``SET ROLE``, ...) and re-apply Django's session state."""
+        if not connection.autocommit:
+            await connection.set_autocommit(True)
+        await connection.execute("RESET ALL")
+        await self._configure_connection(connection)
+
+    async def _close(self) -> None:
+        connection, pool = self.connection, self._connection_pool
+        if connection is None:
+            return
+        if pool is None:
+            with self.wrap_database_errors:
+                await connection.close()
+            return
+        # Connection can no longer be used (as Django), even if the return
+        # below is cancelled: the shielded task finishes it.
+        self.connection = None
+        self._connection_pool = None
+        await _shielded(_return_to_pool(pool, connection))
+
+    async def _discard(self, connection: Any) -> None:
+        pool, self._connection_pool = self._connection_pool, None
+        await connection.close()
+        if pool is not None:
+            # A closed connection: the pool drops it and opens a replacement.
+            await _shielded(pool.putconn(connection))
+
+    def close_now(self) -> bool:
+        connection = self.connection
+        if connection is None:
+            return True
+        if self._connection_pool is not None:
+            return False
+        # Closing needs no I/O wait (libpq's PQfinish); the server rolls back
+        # whatever transaction the task left open.
+        connection.pgconn.finish()
+        self.connection = None
+        return True
+
+    async def close_if_health_check_failed(self) -> None:
+        if self._connection_pool is not None:
+            # The pool only hands out checked connections.
+            return
+        await super().close_if_health_check_failed()
 
     # ##### Session state #####
 
     async def init_connection_state(self) -> None:
-        commit = await self._configure_connection(self.connection)
+        connection = self.connection
+        level = self._isolation_level_option()
+        if level is not None or connection.isolation_level is not None:
+            # psycopg keeps it client-side: no round trip. Pooled connections
+            # may carry a previous user's value, so it is always normalised.
+            await connection.set_isolation_level(level)
+        if self._connection_pool is not None:
+            return  # configured by the pool (configure/reset callbacks)
+        commit = await self._configure_connection(connection)
         if commit and not self.autocommit:
-            await self.connection.commit()
+            await connection.commit()
 
     async def _configure_connection(
         self, connection: psycopg.AsyncConnection[Any]
@@ -217,3 +345,34 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         except psycopg.Error:
             return False
         return True
+
+
+#: Releases in flight, referenced until done (a shielded task must outlive the
+#: cancellation of its awaiter).
+_returning: set[asyncio.Task[None]] = set()
+
+
+async def _shielded(coro: Any) -> None:
+    """Run ``coro`` to completion even if the caller is cancelled."""
+    task = asyncio.ensure_future(coro)
+    _returning.add(task)
+    task.add_done_callback(_returning.discard)
+    await asyncio.shield(task)
+
+
+async def _return_to_pool(
+    pool: psycopg_pool.AsyncConnectionPool[Any],
+    connection: psycopg.AsyncConnection[Any],
+) -> None:
+    """Give ``connection`` back clean, or closed so the pool replaces it."""
+    status = connection.info.transaction_status
+    if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        try:
+            await connection.rollback()
+        # Cancellation included: a half-done rollback leaves an unknown state.
+        except (Exception, asyncio.CancelledError):
+            await connection.close()
+    elif status != TransactionStatus.IDLE:
+        # ACTIVE or UNKNOWN: state unknown, never handed out again.
+        await connection.close()
+    await pool.putconn(connection)
