@@ -170,6 +170,13 @@ async def release_connections(connections: list[BaseAsyncDatabaseWrapper]) -> No
             logger.warning("error ignored releasing %r: %s", conn, exc)
 
 
+async def wait_released() -> None:
+    """Wait until every release started at task end has finished (tests,
+    shutdown code that wants a quiet pool before closing it)."""
+    while _releasing:
+        await asyncio.gather(*list(_releasing), return_exceptions=True)
+
+
 def iter_scope(scope: Scope | None, handler: object) -> Iterator[BaseAsyncDatabaseWrapper]:
     if scope is None:
         return

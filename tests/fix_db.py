@@ -211,3 +211,26 @@ async def no_pending_tasks() -> AsyncIterator[None]:
     with contextlib.suppress(BaseException):
         await asyncio.gather(*pending, return_exceptions=True)
     assert not pending, f"test left pending tasks: {pending}"
+
+
+def handler_databases(dsn: str) -> dict[str, dict[str, Any]]:
+    """Aliases for handler tests: 'default' and 'other' unpooled, 'pooled' with
+    a small pool (2 s timeout so exhaustion tests stay short)."""
+    base = settings_dict_from_dsn(dsn)
+    pooled = copy.deepcopy(base)
+    pooled["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 4, "timeout": 2}
+    return {"default": base, "other": copy.deepcopy(base), "pooled": pooled}
+
+
+@pytest.fixture
+async def handler(dsn: str) -> AsyncIterator[Any]:
+    """An AsyncConnectionHandler of its own; pools closed after the test."""
+    from async_db import AsyncConnectionHandler
+    from async_db._storage import wait_released
+
+    h = AsyncConnectionHandler(handler_databases(dsn))
+    try:
+        yield h
+    finally:
+        await wait_released()
+        await h.close_pools()
