@@ -73,7 +73,9 @@ class AsyncConnectionHandler:
         scope.connections[key] = conn
         return conn
 
-    def _check_spawned_in_transaction(self, alias: str, task: asyncio.Task[Any]) -> None:
+    def _check_spawned_in_transaction(
+        self, alias: str, task: asyncio.Task[Any]
+    ) -> None:
         parent = _storage.transaction_owner((self, alias))
         if parent is not None and parent is not task:
             raise TransactionManagementError(
@@ -91,7 +93,9 @@ class AsyncConnectionHandler:
         """A new, unconnected wrapper for ``alias`` (no I/O)."""
         settings_dict = self.settings[alias]
         backend = load_backend(alias, settings_dict)
-        return backend(settings_dict, alias, owner=owner, handler=self, pools=self.pools)
+        return backend(
+            settings_dict, alias, owner=owner, handler=self, pools=self.pools
+        )
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.settings)

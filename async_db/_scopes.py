@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-class new_connections:  # noqa: N801 - Django names context managers in lowercase
+class new_connections:
     """An explicit scope of fresh, independent connections.
 
     Inside ``async with new_connections():`` every alias (of every handler)
@@ -68,8 +68,8 @@ async def aclose_old_connections(handler: AsyncConnectionHandler | None = None) 
     ``close_old_connections`` does per request. Connections inside an atomic
     block are left alone. Call it between units of work in long-lived tasks
     (Channels consumers, workers) so they don't pin a pool slot."""
-    if handler is None:
-        from async_db import async_connections as handler
-    for conn in handler.all(initialized_only=True):
+    from async_db import async_connections
+
+    for conn in (handler or async_connections).all(initialized_only=True):
         if not conn.in_atomic_block:
             await conn.close_if_unusable_or_obsolete()

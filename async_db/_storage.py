@@ -126,7 +126,7 @@ def note_transaction(wrapper: BaseAsyncDatabaseWrapper, is_open: bool) -> None:
         )
 
 
-class enter_new_scope:  # noqa: N801 - used like a function
+class enter_new_scope:
     """Switch the current task to a fresh, empty scope until :meth:`exit`."""
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
@@ -177,7 +177,9 @@ async def wait_released() -> None:
         await asyncio.gather(*list(_releasing), return_exceptions=True)
 
 
-def iter_scope(scope: Scope | None, handler: object) -> Iterator[BaseAsyncDatabaseWrapper]:
+def iter_scope(
+    scope: Scope | None, handler: object
+) -> Iterator[BaseAsyncDatabaseWrapper]:
     if scope is None:
         return
     for (owner, _alias), conn in list(scope.connections.items()):

@@ -234,3 +234,15 @@ async def handler(dsn: str) -> AsyncIterator[Any]:
     finally:
         await wait_released()
         await h.close_pools()
+
+
+async def await_backends(
+    observer: psycopg.Connection[Any], expected: int, within: float = 5.0
+) -> list[tuple[int, str]]:
+    """``wait_for_backends`` that lets the event loop run between polls."""
+    deadline = time.monotonic() + within
+    while True:
+        backends = our_backends(observer)
+        if len(backends) == expected or time.monotonic() > deadline:
+            return backends
+        await asyncio.sleep(0.01)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from django.utils.connection import ConnectionDoesNotExist
 
 from async_db import AsyncConnectionHandler, async_connections, new_connections
 from async_db._storage import wait_released
-from tests.fix_db import our_backends, wait_for_backends
+from tests.fix_db import await_backends, our_backends
 
 
 async def backend_pid(conn: Any) -> int:
@@ -87,7 +88,9 @@ async def test_gather_of_sleeps_overlaps(handler: Any) -> None:
     assert max(start for start, _ in spans) < min(end for _, end in spans)
 
 
-async def test_unpooled_connections_closed_when_tasks_end(handler: Any, observer: Any) -> None:
+async def test_unpooled_connections_closed_when_tasks_end(
+    handler: Any, observer: Any
+) -> None:
     async def ok() -> int:
         return await handler_pid(handler)
 
@@ -111,7 +114,7 @@ async def test_unpooled_connections_closed_when_tasks_end(handler: Any, observer
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert wait_for_backends(observer, 0) == []
+    assert await await_backends(observer, 0) == []
 
 
 async def pool_stats(handler: Any, alias: str = "pooled") -> dict[str, int]:
@@ -127,7 +130,9 @@ async def pool_stats(handler: Any, alias: str = "pooled") -> dict[str, int]:
             await asyncio.sleep(0.005)
 
 
-async def test_pooled_connections_returned_when_tasks_end(handler: Any, observer: Any) -> None:
+async def test_pooled_connections_returned_when_tasks_end(
+    handler: Any, observer: Any
+) -> None:
     async def use() -> int:
         return await handler_pid(handler, "pooled")
 
@@ -182,7 +187,11 @@ async def test_thousand_tasks_on_ten_connection_pool(dsn: str, observer: Any) ->
     from tests.fix_db import handler_databases
 
     databases = handler_databases(dsn)
-    databases["pooled"]["OPTIONS"]["pool"] = {"min_size": 2, "max_size": 10, "timeout": 30}
+    databases["pooled"]["OPTIONS"]["pool"] = {
+        "min_size": 2,
+        "max_size": 10,
+        "timeout": 30,
+    }
     h = AsyncConnectionHandler(databases)
     peak = 0
     stop = asyncio.Event()
@@ -225,24 +234,26 @@ async def test_pool_exhaustion_is_a_clear_error(dsn: str) -> None:
     from tests.fix_db import handler_databases
 
     databases = handler_databases(dsn)
-    databases["pooled"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 2, "timeout": 0.5}
+    databases["pooled"]["OPTIONS"]["pool"] = {
+        "min_size": 1,
+        "max_size": 2,
+        "timeout": 0.5,
+    }
     h = AsyncConnectionHandler(databases)
     release = asyncio.Event()
-    held = 0
+    both_held = asyncio.Barrier(3)
 
     async def holder() -> None:
-        nonlocal held
         await h["pooled"].ensure_connection()
-        held += 1
+        await both_held.wait()
         await release.wait()
 
     holders = [asyncio.create_task(holder()) for _ in range(2)]
     try:
-        while held < 2:
-            await asyncio.sleep(0.01)
+        await both_held.wait()
         with pytest.raises(PoolTimeout) as info:
             async with asyncio.timeout(10):
-                await asyncio.create_task(holder())
+                await asyncio.create_task(h_ensure(h))
         message = str(info.value)
         assert "'pooled'" in message and "max_size=2" in message and "0.50" in message
         from django.db import OperationalError
@@ -253,6 +264,10 @@ async def test_pool_exhaustion_is_a_clear_error(dsn: str) -> None:
         await asyncio.gather(*holders)
         await wait_released()
         await h.close_pools()
+
+
+async def h_ensure(h: Any) -> None:
+    await h["pooled"].ensure_connection()
 
 
 async def test_transaction_guard(handler: Any) -> None:
@@ -325,7 +340,7 @@ async def test_new_connections_closed_on_error(handler: Any, observer: Any) -> N
             await backend_pid(handler["pooled"])
             raise ValueError("boom")
     assert handler.all(initialized_only=True) == []
-    assert wait_for_backends(observer, 1) != []  # the pool's idle connection
+    assert await await_backends(observer, 1) != []  # the pool's idle connection
     stats = await pool_stats(handler)
     assert stats["pool_size"] == stats["pool_available"]
 
@@ -337,10 +352,9 @@ async def test_new_connections_does_not_see_outer_uncommitted_rows(
     await outer.set_autocommit(False)
     async with outer.cursor() as cursor:
         await cursor.execute(f"INSERT INTO {table} (name) VALUES ('uncommitted')")
-    async with new_connections():
-        async with handler["default"].cursor() as cursor:
-            await cursor.execute(f"SELECT count(*) FROM {table}")
-            assert await cursor.fetchone() == (0,)
+    async with new_connections(), handler["default"].cursor() as cursor:
+        await cursor.execute(f"SELECT count(*) FROM {table}")
+        assert await cursor.fetchone() == (0,)
     await outer.rollback()
     await outer.set_autocommit(True)
     await handler.close_all()
@@ -370,7 +384,9 @@ async def test_all_iter_close_all(handler: Any) -> None:
 
 
 async def test_unknown_alias(handler: Any) -> None:
-    with pytest.raises(ConnectionDoesNotExist, match="The connection 'nope' doesn't exist."):
+    with pytest.raises(
+        ConnectionDoesNotExist, match=re.escape("The connection 'nope' doesn't exist.")
+    ):
         handler["nope"]
 
 
@@ -436,13 +452,19 @@ async def test_pool_with_conn_max_age_is_improperly_configured(dsn: str) -> None
             await h["pooled"].ensure_connection()
 
 
-async def test_terminated_backend_replaced_with_health_checks(dsn: str, observer: Any) -> None:
+async def test_terminated_backend_replaced_with_health_checks(
+    dsn: str, observer: Any
+) -> None:
     from tests.fix_db import handler_databases
 
     databases = handler_databases(dsn)
     for alias in ("default", "pooled"):
         databases[alias]["CONN_HEALTH_CHECKS"] = True
-    databases["pooled"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 1, "timeout": 5}
+    databases["pooled"]["OPTIONS"]["pool"] = {
+        "min_size": 1,
+        "max_size": 1,
+        "timeout": 5,
+    }
     h = AsyncConnectionHandler(databases)
     try:
         pid = await asyncio.create_task(handler_pid(h, "pooled"))
