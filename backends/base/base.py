@@ -26,9 +26,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import global_settings, settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, ProgrammingError
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+)
 from django.db.transaction import TransactionManagementError
 from django.db.utils import DatabaseErrorWrapper
+from django.db.utils import Error as DjangoError
 
 from async_db._storage import note_transaction
 from backends.base.cursor import AsyncCursorDebugWrapper, AsyncCursorWrapper
@@ -38,6 +49,19 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 logger = logging.getLogger("django.db.backends")
+
+#: Django's order in DatabaseErrorWrapper: most specific first.
+_DJANGO_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    OperationalError,
+    IntegrityError,
+    InternalError,
+    ProgrammingError,
+    NotSupportedError,
+    DatabaseError,
+    InterfaceError,
+    DjangoError,
+)
 
 #: An ``on_commit`` callback: sync or async, no arguments.
 OnCommitCallback = Callable[[], Any]
@@ -141,6 +165,17 @@ class BaseAsyncDatabaseWrapper:
             f"vendor={self.vendor!r} alias={self.alias!r}>"
         )
 
+    def translate_error(self, exc: Exception) -> Exception:
+        """The Django exception for driver error ``exc`` (``DatabaseErrorWrapper``'s
+        mapping, as a function so hot paths can use a zero-cost ``try``)."""
+        for dj_exc_type in _DJANGO_ERRORS:
+            if isinstance(exc, getattr(self.Database, dj_exc_type.__name__)):
+                # Only errors that may make the connection unusable count.
+                if dj_exc_type not in (DataError, IntegrityError):
+                    self.errors_occurred = True
+                return dj_exc_type(*exc.args)
+        return exc
+
     # ##### Settings-derived properties #####
 
     @cached_property
@@ -164,6 +199,11 @@ class BaseAsyncDatabaseWrapper:
     @property
     def queries_logged(self) -> bool:
         return self.force_debug_cursor or bool(django_setting("DEBUG"))
+
+    def _cursor_class(self) -> type[AsyncCursorWrapper]:
+        if self.force_debug_cursor or django_setting("DEBUG"):
+            return AsyncCursorDebugWrapper
+        return AsyncCursorWrapper
 
     @property
     def queries(self) -> list[dict[str, str]]:
@@ -296,9 +336,13 @@ class BaseAsyncDatabaseWrapper:
         return f"_async_db_curs_{id(self):x}_{self._named_cursor_idx}"
 
     def _make_cursor(self, name: str | None) -> AsyncCursorWrapper:
-        if self.queries_logged:
-            return AsyncCursorDebugWrapper(self, name)
-        return AsyncCursorWrapper(self, name)
+        return self._cursor_class()(self, name)
+
+    def _ready_for_cursor(self) -> bool:
+        """Whether a cursor can be created without I/O (the hot path)."""
+        return self.connection is not None and (
+            self.health_check_done or not self.health_check_enabled
+        )
 
     async def _open_cursor(self, name: str | None) -> Any:
         """Called by the cursor wrapper on first use: connect, then create."""
@@ -306,9 +350,15 @@ class BaseAsyncDatabaseWrapper:
             await self.close_if_health_check_failed()
         if self.connection is None:
             await self.ensure_connection()
-        self.validate_task_sharing()
-        with self.wrap_database_errors:
+        return self._create_cursor_now(name)
+
+    def _create_cursor_now(self, name: str | None) -> Any:
+        if self.owner is not None:
+            self.validate_task_sharing()
+        try:
             return self.create_cursor(name)
+        except self.Database.Error as exc:
+            raise self.translate_error(exc) from exc
 
     # ##### Transactions #####
 

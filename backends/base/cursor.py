@@ -17,7 +17,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,11 @@ class AsyncCursorWrapper:
         return f"<{self.__class__.__qualname__} alias={self.db.alias!r} {state}>"
 
     async def _open(self) -> Any:
-        cursor = await self.db._open_cursor(self._name)
+        db = self.db
+        if db._ready_for_cursor():
+            cursor = db._create_cursor_now(self._name)
+        else:
+            cursor = await db._open_cursor(self._name)
         if self._arraysize is not None:
             cursor.arraysize = self._arraysize
         self.cursor = cursor
@@ -66,14 +70,19 @@ class AsyncCursorWrapper:
         # replace the block's own exception.
         cursor = self.cursor
         if cursor is not None:
-            with suppress(self.db.Database.Error):
+            # A bare try: contextlib.suppress costs two calls on every query.
+            try:  # noqa: SIM105
                 await cursor.close()
+            except self.db.Database.Error:
+                pass
 
     async def close(self) -> None:
         cursor = self.cursor
         if cursor is not None:
-            with self.db.wrap_database_errors:
+            try:
                 await cursor.close()
+            except self.db.Database.Error as exc:
+                raise self.db.translate_error(exc) from exc
 
     # ##### Attributes #####
 
@@ -101,10 +110,25 @@ class AsyncCursorWrapper:
 
     async def execute(self, sql: Any, params: Params = None) -> AsyncCursorWrapper:
         """Execute ``sql`` with ``%s``/``%(name)s`` parameters; return the cursor."""
-        if self.db.execute_wrappers:
+        db = self.db
+        if db.execute_wrappers:
             await self._execute_with_wrappers(sql, params, False, self._execute)
-        else:
-            await self._execute(sql, params)
+            return self
+        # The hot path, inlined: _execute() without its coroutine frame.
+        cursor = self.cursor
+        if cursor is None:
+            cursor = await self._open()
+        if db.owner is not None:
+            db.validate_task_sharing()
+        if db.needs_rollback:
+            db.validate_no_broken_transaction()
+        try:
+            if params is None:
+                await cursor.execute(sql)
+            else:
+                await cursor.execute(sql, params)
+        except db.Database.Error as exc:
+            raise db.translate_error(exc) from exc
         return self
 
     async def executemany(self, sql: Any, param_list: Sequence[Params]) -> None:
@@ -122,12 +146,14 @@ class AsyncCursorWrapper:
         if db.owner is not None:
             db.validate_task_sharing()
         db.validate_no_broken_transaction()
-        with db.wrap_database_errors:
+        try:
             if params is None:
                 # Without parameters '%' is not a placeholder, as in Django.
                 await cursor.execute(sql)
             else:
                 await cursor.execute(sql, params)
+        except db.Database.Error as exc:
+            raise db.translate_error(exc) from exc
 
     async def _executemany(
         self, sql: Any, param_list: Sequence[Params], *ignored: Any
@@ -139,8 +165,10 @@ class AsyncCursorWrapper:
         if db.owner is not None:
             db.validate_task_sharing()
         db.validate_no_broken_transaction()
-        with db.wrap_database_errors:
+        try:
             await cursor.executemany(sql, param_list)
+        except db.Database.Error as exc:
+            raise db.translate_error(exc) from exc
 
     async def _execute_with_wrappers(
         self,
@@ -159,19 +187,28 @@ class AsyncCursorWrapper:
     # ##### Fetching #####
 
     async def fetchone(self) -> Any:
-        with self.db.wrap_database_errors:
-            return await self._require_cursor().fetchone()
+        cursor = self.cursor or self._require_cursor()
+        try:
+            return await cursor.fetchone()
+        except self.db.Database.Error as exc:
+            raise self.db.translate_error(exc) from exc
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
         """Fetch up to ``size`` rows (``arraysize`` when omitted)."""
-        with self.db.wrap_database_errors:
-            rows: list[Any] = await self._require_cursor().fetchmany(size or 0)
-            return rows
+        cursor = self.cursor or self._require_cursor()
+        try:
+            rows: list[Any] = await cursor.fetchmany(size or 0)
+        except self.db.Database.Error as exc:
+            raise self.db.translate_error(exc) from exc
+        return rows
 
     async def fetchall(self) -> list[Any]:
-        with self.db.wrap_database_errors:
-            rows: list[Any] = await self._require_cursor().fetchall()
-            return rows
+        cursor = self.cursor or self._require_cursor()
+        try:
+            rows: list[Any] = await cursor.fetchall()
+        except self.db.Database.Error as exc:
+            raise self.db.translate_error(exc) from exc
+        return rows
 
     def __aiter__(self) -> AsyncCursorWrapper:
         return self
