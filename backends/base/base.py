@@ -338,12 +338,6 @@ class BaseAsyncDatabaseWrapper:
     def _make_cursor(self, name: str | None) -> AsyncCursorWrapper:
         return self._cursor_class()(self, name)
 
-    def _ready_for_cursor(self) -> bool:
-        """Whether a cursor can be created without I/O (the hot path)."""
-        return self.connection is not None and (
-            self.health_check_done or not self.health_check_enabled
-        )
-
     async def _open_cursor(self, name: str | None) -> Any:
         """Called by the cursor wrapper on first use: connect, then create."""
         if self.health_check_enabled and not self.health_check_done:

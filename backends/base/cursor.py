@@ -45,7 +45,10 @@ class AsyncCursorWrapper:
 
     async def _open(self) -> Any:
         db = self.db
-        if db._ready_for_cursor():
+        if db.connection is not None and (
+            db.health_check_done or not db.health_check_enabled
+        ):
+            # Hot path: connected and checked, no I/O needed.
             cursor = db._create_cursor_now(self._name)
         else:
             cursor = await db._open_cursor(self._name)

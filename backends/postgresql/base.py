@@ -54,6 +54,8 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
     isolation_level: IsolationLevel | None = None
     #: The pool the current connection came from (None: unpooled).
     _connection_pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+    #: Whether cursors need their own time zone loader (per connection).
+    _cursor_tz_differs: bool | None = None
 
     # ##### Connection parameters (Django's get_connection_params) #####
 
@@ -252,6 +254,7 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
 
     async def init_connection_state(self) -> None:
         connection = self.connection
+        self._cursor_tz_differs = None
         level = self._isolation_level_option()
         if level is not None or connection.isolation_level is not None:
             # psycopg keeps it client-side: no round trip. Pooled connections
@@ -317,9 +320,12 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         else:
             cursor = connection.cursor()
         # Register the cursor time zone only if the connection disagrees, to
-        # avoid copying the adapter map (as Django).
-        tzloader = connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
-        if self.timezone != tzloader.timezone:
+        # avoid copying the adapter map (as Django). Decided once per
+        # connection: this runs for every query.
+        if self._cursor_tz_differs is None:
+            loader = connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+            self._cursor_tz_differs = self.timezone != loader.timezone
+        if self._cursor_tz_differs:
             register_tzloader(self.timezone, cursor)
         return cursor
 
