@@ -21,6 +21,7 @@ from benchmarks import micro
 from benchmarks._harness import (
     RunConfig,
     ScenarioResult,
+    environment,
     format_table,
     server_kind,
     write_json,
@@ -107,11 +108,14 @@ async def run_all(
 
 
 def report(result: ScenarioResult, config: RunConfig, seconds: float) -> str:
+    """The scenario's header lines and table."""
+    env = environment(result.server_version)
     header = (
         f"{result.scenario}: {result.title}\n"
         f"{config.rounds} rounds x {config.batch} queries per contender, "
-        f"alternating; server {result.server_version} ({server_kind()}); "
-        f"{seconds:.1f}s"
+        f"alternating, {seconds:.1f}s; PostgreSQL {result.server_version} "
+        f"({server_kind()}); psycopg {env['psycopg']} ({env['psycopg_impl']}), "
+        f"Python {env['python']}, {env['cpus']} CPUs"
     )
     return f"{header}\n\n{format_table(result.comparisons)}\n"
 

@@ -4,8 +4,9 @@ What is measured: sequential round trips in ONE task over ONE connection per
 contender, each query as ``async with cursor: execute; fetchone``, for
 
 * ``SELECT 1`` (no parameters: the smallest possible round trip), and
-* a parameterized point lookup ``SELECT id, name FROM bench_items WHERE id = %s``
-  on a 1000-row table, the id varying within every batch.
+* a parameterized point lookup ``SELECT id, name FROM bench_items_<run> WHERE
+  id = %s`` on a 1000-row table created for the run (and dropped after it),
+  the id varying within every batch.
 
 Contenders:
 
@@ -28,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -48,12 +50,17 @@ from benchmarks._harness import (
     run_rounds,
 )
 
+if TYPE_CHECKING:
+    from backends.base.base import BaseAsyncDatabaseWrapper
+
 NAME = "micro"
 TITLE = "sequential round trips, one task, one connection per contender"
 
 #: Tags the benchmark's sessions in pg_stat_activity (both contenders).
 APP_NAME = "async-db-bench"
-TABLE = "bench_items"
+#: Unique per run: concurrent runs against one shared database (a developer
+#: and CI, say) must not drop each other's table.
+TABLE = f"bench_items_{secrets.token_hex(4)}"
 ROWS = 1000
 
 
@@ -120,7 +127,7 @@ async def psycopg_connection(dsn: str) -> AsyncIterator[psycopg.AsyncConnection[
 
 
 @asynccontextmanager
-async def ours_connection(dsn: str) -> AsyncIterator[Any]:
+async def ours_connection(dsn: str) -> AsyncIterator[BaseAsyncDatabaseWrapper]:
     """Our wrapper for ``dsn``, connected, owned by the current task."""
     entry = configure_django(settings_dict_from_dsn(dsn, application_name=APP_NAME))
     conn = create_connection("default", entry, owner=asyncio.current_task())
@@ -135,8 +142,7 @@ async def ours_connection(dsn: str) -> AsyncIterator[Any]:
 
 
 async def create_table(conn: psycopg.AsyncConnection[Any]) -> None:
-    """(Re)create the lookup table with ``ROWS`` rows and fresh statistics."""
-    await conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    """Create the lookup table with ``ROWS`` rows and fresh statistics."""
     await conn.execute(
         f"CREATE TABLE {TABLE} (id integer PRIMARY KEY, name text NOT NULL)"
     )
@@ -149,17 +155,21 @@ async def create_table(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 async def drop_table(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Drop the lookup table (also after a failed or partial setup)."""
     await conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
 
 
 def contenders_for(
-    base_conn: psycopg.AsyncConnection[Any], our_conn: Any, sql: str
+    base_conn: psycopg.AsyncConnection[Any],
+    our_conn: BaseAsyncDatabaseWrapper,
+    sql: str,
 ) -> dict[str, BatchRunner]:
+    """Psycopg first: round 0 runs it first, round 1 second, and so on."""
     return {BASELINE: batch_runner(base_conn, sql), OURS: batch_runner(our_conn, sql)}
 
 
 async def assert_same_results(
-    base_conn: psycopg.AsyncConnection[Any], our_conn: Any
+    base_conn: psycopg.AsyncConnection[Any], our_conn: BaseAsyncDatabaseWrapper
 ) -> None:
     """Both contenders must read the same row for the same id (untimed)."""
     sql = QUERIES[1].sql
@@ -179,8 +189,8 @@ async def assert_same_results(
 async def run(dsn: str, config: RunConfig) -> ScenarioResult:
     """Run every query of :data:`QUERIES` on both contenders."""
     async with psycopg_connection(dsn) as base_conn:
-        await create_table(base_conn)
         try:
+            await create_table(base_conn)
             async with ours_connection(dsn) as our_conn:
                 await assert_same_results(base_conn, our_conn)
                 comparisons = [
@@ -191,7 +201,8 @@ async def run(dsn: str, config: RunConfig) -> ScenarioResult:
                 ]
         finally:
             await drop_table(base_conn)
-        server_version = str(base_conn.info.server_version)
+        version = base_conn.info.server_version
+        server_version = f"{version // 10000}.{version % 10000}"
     return ScenarioResult(NAME, TITLE, comparisons, server_version)
 
 

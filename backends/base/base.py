@@ -73,9 +73,10 @@ def django_setting(name: str) -> Any:
     """Read a Django setting, falling back to Django's defaults when settings
     are not configured (``AsyncConnectionHandler(settings={...})`` without
     ``settings.configure()``)."""
-    if settings.configured:
+    try:
         return getattr(settings, name)
-    return getattr(global_settings, name)
+    except ImproperlyConfigured:
+        return getattr(global_settings, name)
 
 
 @contextmanager
@@ -347,8 +348,8 @@ class BaseAsyncDatabaseWrapper:
         return self._create_cursor_now(name)
 
     def _create_cursor_now(self, name: str | None) -> Any:
-        if self.owner is not None:
-            self.validate_task_sharing()
+        # No owner check here: creating a driver cursor does no I/O, and every
+        # execute checks (asyncio.current_task() is pure Python on 3.11).
         try:
             return self.create_cursor(name)
         except self.Database.Error as exc:

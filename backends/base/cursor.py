@@ -59,7 +59,16 @@ class AsyncCursorWrapper:
 
     async def __aenter__(self) -> AsyncCursorWrapper:
         if self.cursor is None:
-            await self._open()
+            db = self.db
+            if (
+                db.connection is not None
+                and self._arraysize is None
+                and (db.health_check_done or not db.health_check_enabled)
+            ):
+                # Hot path, without the _open() coroutine frame.
+                self.cursor = db._create_cursor_now(self._name)
+            else:
+                await self._open()
         return self
 
     async def __aexit__(
