@@ -16,7 +16,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -71,22 +71,30 @@ class AsyncCursorWrapper:
                 await self._open()
         return self
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Awaitable[None]:
         # Close instead of passing through to avoid backend-specific behaviour
-        # (Django #17671). Errors in cleanup code aren't useful: don't let them
-        # replace the block's own exception.
+        # (Django #17671). A plain method returning the awaitable: closing an
+        # unnamed driver cursor does no I/O and cannot fail, so the hot path
+        # needs no coroutine frame of its own here.
         cursor = self.cursor
-        if cursor is not None:
-            # A bare try: contextlib.suppress costs two calls on every query.
-            try:  # noqa: SIM105
-                await cursor.close()
-            except self.db.Database.Error:
-                pass
+        if cursor is None:
+            return _nothing()
+        if self._name is None:
+            return cursor.close()  # type: ignore[no-any-return]
+        return self._close_quietly(cursor)
+
+    async def _close_quietly(self, cursor: Any) -> None:
+        # A named cursor closes on the server. Errors in cleanup code aren't
+        # useful: don't let them replace the block's own exception.
+        try:  # noqa: SIM105 - no contextlib.suppress on a per-query path
+            await cursor.close()
+        except self.db.Database.Error:
+            pass
 
     async def close(self) -> None:
         cursor = self.cursor
@@ -294,6 +302,10 @@ class AsyncCursorDebugWrapper(AsyncCursorWrapper):
                     "alias": self.db.alias,
                 },
             )
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _as_async_wrapper(wrapper: Callable[..., Any]) -> Callable[..., Any]:
