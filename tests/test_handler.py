@@ -503,3 +503,88 @@ async def test_close_pools_then_reuse(handler: Any) -> None:
     assert handler.pools.peek("pooled") is None
     assert await handler_pid(handler, "pooled") != pid
     await handler.close_all()
+
+
+async def single_connection_pool(dsn: str) -> AsyncConnectionHandler:
+    from tests.fix_db import handler_databases
+
+    databases = handler_databases(dsn)
+    databases["pooled"]["OPTIONS"]["pool"] = {
+        "min_size": 1,
+        "max_size": 1,
+        "timeout": 5,
+    }
+    return AsyncConnectionHandler(databases)
+
+
+async def test_pooled_session_is_reset_between_tasks(dsn: str) -> None:
+    h = await single_connection_pool(dsn)
+
+    async def change_session() -> int:
+        async with h["pooled"].cursor() as cursor:
+            await cursor.execute("SET statement_timeout = '1234s'")
+            await cursor.execute("SET TIME ZONE 'Asia/Tokyo'")
+        return await handler_pid(h, "pooled")
+
+    async def read_session() -> tuple[int, str, str]:
+        async with h["pooled"].cursor() as cursor:
+            await cursor.execute(
+                "SELECT pg_backend_pid(), current_setting('statement_timeout'), "
+                "current_setting('TimeZone')"
+            )
+            return await cursor.fetchone()
+
+    try:
+        pid = await asyncio.create_task(change_session())
+        await pool_stats(h)
+        same_pid, timeout, tz = await asyncio.create_task(read_session())
+        assert same_pid == pid  # the same connection, reused...
+        assert timeout == "0"  # ...with the task's SETs undone
+        assert tz == "UTC"  # and Django's session state re-applied
+    finally:
+        await wait_released()
+        await h.close_pools()
+
+
+async def test_task_ending_in_a_transaction_is_rolled_back(
+    dsn: str, table: str, observer: Any
+) -> None:
+    h = await single_connection_pool(dsn)
+
+    async def leave_transaction_open() -> None:
+        conn = h["pooled"]
+        await conn.set_autocommit(False)
+        async with conn.cursor() as cursor:
+            await cursor.execute(f"INSERT INTO {table} (name) VALUES ('lost')")
+
+    async def count_rows() -> int:
+        async with h["pooled"].cursor() as cursor:
+            await cursor.execute(f"SELECT count(*) FROM {table}")
+            return int((await cursor.fetchone())[0])
+
+    try:
+        await asyncio.create_task(leave_transaction_open())
+        stats = await pool_stats(h)
+        assert stats["pool_size"] == stats["pool_available"] == 1
+        # Nothing persisted, no backend idle in transaction, next task works.
+        assert observer.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+        states = [state for _, state in our_backends(observer)]
+        assert "idle in transaction" not in states
+        assert await asyncio.create_task(count_rows()) == 0
+    finally:
+        await wait_released()
+        await h.close_pools()
+
+
+async def test_unpooled_task_ending_in_a_transaction_persists_nothing(
+    handler: Any, table: str, observer: Any
+) -> None:
+    async def leave_transaction_open() -> None:
+        conn = handler["default"]
+        await conn.set_autocommit(False)
+        async with conn.cursor() as cursor:
+            await cursor.execute(f"INSERT INTO {table} (name) VALUES ('lost')")
+
+    await asyncio.create_task(leave_transaction_open())
+    assert await await_backends(observer, 0) == []
+    assert observer.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
