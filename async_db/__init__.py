@@ -9,6 +9,7 @@ from django.db import DEFAULT_DB_ALIAS
 
 from async_db._handler import AsyncConnectionHandler
 from async_db._scopes import aclose_old_connections, new_connections
+from async_db.transaction import async_atomic
 from backends.base.pools import PoolTimeout
 
 #: The global handler, reading ``settings.DATABASES`` on first use.
@@ -19,6 +20,7 @@ __all__ = [
     "AsyncConnectionHandler",
     "PoolTimeout",
     "aclose_old_connections",
+    "async_atomic",
     "async_connections",
     "new_connections",
 ]

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import copy
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -88,7 +89,10 @@ def _configure_django(dsn: str) -> None:
             USE_TZ=True,
             TIME_ZONE="UTC",
             INSTALLED_APPS=[],
-            DATABASES={"default": settings_dict_from_dsn(dsn)},
+            DATABASES={
+                "default": settings_dict_from_dsn(dsn),
+                "other": settings_dict_from_dsn(dsn),
+            },
         )
         django.setup()
 
@@ -246,3 +250,58 @@ async def await_backends(
         if len(backends) == expected or time.monotonic() > deadline:
             return backends
         await asyncio.sleep(0.01)
+
+
+class SQLLog:
+    """The exact SQL a connection sends, from libpq's protocol trace (psycopg's
+    ``acommands`` idea, but nothing patched: the driver reports it)."""
+
+    def __init__(self) -> None:
+        self._file: Any = None
+        self._conn: Any = None
+
+    async def start(self, wrapper: Any) -> None:
+        from psycopg import pq
+
+        await wrapper.ensure_connection()
+        self._conn = wrapper.connection
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self._conn.pgconn.trace(self._file.fileno())
+        self._conn.pgconn.set_trace_flags(
+            pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE
+        )
+
+    def stop(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.pgconn.untrace()
+        self._conn = None
+
+    @property
+    def statements(self) -> list[str]:
+        """Every Query/Parse sent so far, in order."""
+        self._file.flush()
+        self._file.seek(0)
+        statements = []
+        for line in self._file.read().decode().splitlines():
+            fields = line.split("\t")
+            sent = len(fields) >= 4 and fields[0] == "F"
+            if sent and fields[2] in ("Query", "Parse"):
+                text = fields[3].strip()
+                if fields[2] == "Parse":
+                    text = text.split(" ", 1)[1] if " " in text else text
+                statements.append(text[1:-1] if text.startswith('"') else text)
+        return statements
+
+    def close(self) -> None:
+        self.stop()
+        if self._file is not None:
+            self._file.close()
+
+
+@pytest.fixture
+def sql_log() -> Iterator[SQLLog]:
+    log = SQLLog()
+    try:
+        yield log
+    finally:
+        log.close()

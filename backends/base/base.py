@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 logger = logging.getLogger("django.db.backends")
+#: Django logs failing robust on_commit callbacks here.
+hooks_logger = logging.getLogger("django.db.backends.base")
 
 #: Django's order in DatabaseErrorWrapper: most specific first.
 _DJANGO_ERRORS: tuple[type[Exception], ...] = (
@@ -151,6 +153,10 @@ class BaseAsyncDatabaseWrapper:
         # (savepoint ids, callback, robust) registered by on_commit().
         self.run_on_commit: list[tuple[set[str | None], OnCommitCallback, bool]] = []
         self.run_commit_hooks_on_set_autocommit_on = False
+        # The queue of commit hooks being run, while they run (see on_commit).
+        self._hook_queue: (
+            list[tuple[set[str | None], OnCommitCallback, bool]] | None
+        ) = None
         self.execute_wrappers: list[ExecuteWrapper] = []
         self._named_cursor_idx = 0
 
@@ -241,6 +247,11 @@ class BaseAsyncDatabaseWrapper:
     async def is_usable(self) -> bool:
         """Whether the connection answers a trivial query. Never raises."""
         raise NotImplementedError("subclasses must define is_usable()")
+
+    def is_idle(self) -> bool:
+        """Whether the open connection is outside any transaction and not in
+        the middle of a query (no I/O)."""
+        raise NotImplementedError("subclasses must define is_idle()")
 
     def last_executed_query(self, cursor: Any, sql: str, params: Any) -> str | None:
         """The SQL as sent, for query logging."""
@@ -597,6 +608,8 @@ class BaseAsyncDatabaseWrapper:
             raise TransactionManagementError(
                 "on_commit() cannot be used in manual transaction management"
             )
+        elif self._hook_queue is not None:
+            self._hook_queue.append((set(), func, robust))
         else:
             await _run_commit_hook(func, robust)
 
@@ -604,9 +617,15 @@ class BaseAsyncDatabaseWrapper:
         self.validate_no_atomic_block()
         current_run_on_commit = self.run_on_commit
         self.run_on_commit = []
-        while current_run_on_commit:
-            _, func, robust = current_run_on_commit.pop(0)
-            await _run_commit_hook(func, robust)
+        # A hook registered (in autocommit) by a running hook joins this queue,
+        # so it runs after the hook that registered it.
+        outer_queue, self._hook_queue = self._hook_queue, current_run_on_commit
+        try:
+            while current_run_on_commit:
+                _, func, robust = current_run_on_commit.pop(0)
+                await _run_commit_hook(func, robust, "during transaction ")
+        finally:
+            self._hook_queue = outer_queue
 
     # ##### Execute wrappers #####
 
@@ -622,15 +641,20 @@ class BaseAsyncDatabaseWrapper:
             self.execute_wrappers.pop()
 
 
-async def _run_commit_hook(func: OnCommitCallback, robust: bool) -> None:
+async def _run_commit_hook(
+    func: OnCommitCallback, robust: bool, when: str = ""
+) -> None:
     if not robust:
         await _call_maybe_async(func)
         return
     try:
         await _call_maybe_async(func)
     except Exception as e:
-        logger.error(
-            f"Error calling {getattr(func, '__qualname__', func)} in on_commit() (%s).",
+        # Django's messages: "... in on_commit() (%s)." at once in autocommit,
+        # "... in on_commit() during transaction (%s)." after a commit.
+        hooks_logger.error(
+            f"Error calling {getattr(func, '__qualname__', func)} in on_commit() "
+            f"{when}(%s).",
             e,
             exc_info=True,
         )

@@ -341,6 +341,10 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
 
     # ##### Health #####
 
+    def is_idle(self) -> bool:
+        status = self.connection.info.transaction_status
+        return bool(status == TransactionStatus.IDLE)
+
     async def is_usable(self) -> bool:
         if self.connection is None:
             return False
