@@ -79,6 +79,11 @@ def settings_dict_from_dsn(dsn: str) -> dict[str, Any]:
     return _settings_dict_from_dsn(dsn, application_name=TEST_APP_NAME)
 
 
+def _pooled(entry: dict[str, Any]) -> dict[str, Any]:
+    entry["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 4, "timeout": 5}
+    return entry
+
+
 def _configure_django(dsn: str) -> None:
     import django
     from django.conf import settings
@@ -92,6 +97,7 @@ def _configure_django(dsn: str) -> None:
             DATABASES={
                 "default": settings_dict_from_dsn(dsn),
                 "other": settings_dict_from_dsn(dsn),
+                "pooled": _pooled(settings_dict_from_dsn(dsn)),
             },
         )
         django.setup()
@@ -305,3 +311,17 @@ def sql_log() -> Iterator[SQLLog]:
         yield log
     finally:
         log.close()
+
+
+@pytest.fixture
+async def global_pools() -> AsyncIterator[None]:
+    """For tests using the global handler's 'pooled' alias: its pool is bound
+    to this test's event loop, so it is closed when the test ends."""
+    from async_db import async_connections
+    from async_db._storage import wait_released
+
+    try:
+        yield
+    finally:
+        await wait_released()
+        await async_connections.close_pools()
