@@ -1,0 +1,183 @@
+"""Reliability under cancellation storms and timeouts (issue 5, first part)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from async_db import AsyncConnectionHandler, PoolTimeout
+from async_db._storage import wait_released
+from tests.fix_db import handler_databases, our_backends
+
+
+def small_pool(dsn: str, **pool: Any) -> AsyncConnectionHandler:
+    databases = handler_databases(dsn)
+    databases["pooled"]["OPTIONS"]["pool"] = {
+        "min_size": 1,
+        "max_size": 2,
+        "timeout": 30,
+        **pool,
+    }
+    return AsyncConnectionHandler(databases)
+
+
+async def settled_stats(h: AsyncConnectionHandler) -> dict[str, int]:
+    """Pool stats once returned connections are back (the pool's reset runs in
+    a worker after the release); bounded wait."""
+    await wait_released()
+    pool = h.pools.peek("pooled")
+    async with asyncio.timeout(5):
+        while True:
+            stats = dict(pool.get_stats())
+            if stats["pool_size"] == stats["pool_available"]:
+                return stats
+            await asyncio.sleep(0.005)
+
+
+async def ensure(h: AsyncConnectionHandler) -> None:
+    """Connect the *calling* task's wrapper (spawn it as its own task)."""
+    await h["pooled"].ensure_connection()
+
+
+async def pid_of(h: AsyncConnectionHandler) -> int:
+    async with h["pooled"].cursor() as cursor:
+        await cursor.execute("SELECT pg_backend_pid()")
+        return int((await cursor.fetchone())[0])
+
+
+@pytest.mark.slow
+async def test_cancellation_storm_leaves_no_stale_waiters(dsn: str) -> None:
+    h = small_pool(dsn)
+    release = asyncio.Event()
+    holding = asyncio.Barrier(3)
+
+    async def holder() -> None:
+        await h["pooled"].ensure_connection()
+        await holding.wait()
+        await release.wait()
+
+    async def waiter() -> None:
+        await h["pooled"].ensure_connection()
+
+    holders = [asyncio.create_task(holder()) for _ in range(2)]
+    try:
+        await holding.wait()
+        waiters = [asyncio.create_task(waiter()) for _ in range(1000)]
+        pool = h.pools.peek("pooled")
+        async with asyncio.timeout(30):
+            # Polling the pool's own counter: there is no event to wait on.
+            while True:
+                if pool.get_stats().get("requests_waiting", 0) >= 1000:
+                    break
+                await asyncio.sleep(0.01)
+        for task in waiters:
+            task.cancel()
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+        release.set()
+        await asyncio.gather(*holders)
+        await wait_released()
+        # The next task gets a connection at once (bounded: a hang fails).
+        async with asyncio.timeout(5):
+            await asyncio.create_task(pid_of(h))
+        stats = await settled_stats(h)
+        assert stats.get("requests_waiting", 0) == 0
+        assert stats["pool_size"] <= 2
+    finally:
+        release.set()
+        await asyncio.gather(*holders, return_exceptions=True)
+        await wait_released()
+        await h.close_pools()
+
+
+async def test_timeout_during_getconn(dsn: str) -> None:
+    h = small_pool(dsn, max_size=1)
+    release = asyncio.Event()
+    held = asyncio.Event()
+
+    async def holder() -> None:
+        await h["pooled"].ensure_connection()
+        held.set()
+        await release.wait()
+
+    task = asyncio.create_task(holder())
+    try:
+        await held.wait()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await asyncio.create_task(ensure(h))
+        release.set()
+        await task
+        # The timed-out waiter left no trace once the connection came back.
+        assert (await settled_stats(h)).get("requests_waiting", 0) == 0
+        async with asyncio.timeout(5):
+            await asyncio.create_task(pid_of(h))
+    finally:
+        release.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await wait_released()
+        await h.close_pools()
+
+
+async def test_pool_timeout_is_distinct_from_cancellation(dsn: str) -> None:
+    h = small_pool(dsn, max_size=1, timeout=0.2)
+    release = asyncio.Event()
+    held = asyncio.Event()
+
+    async def holder() -> None:
+        await h["pooled"].ensure_connection()
+        held.set()
+        await release.wait()
+
+    task = asyncio.create_task(holder())
+    try:
+        await held.wait()
+        with pytest.raises(PoolTimeout, match="max_size=1"):
+            await asyncio.create_task(ensure(h))
+    finally:
+        release.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await wait_released()
+        await h.close_pools()
+
+
+@pytest.mark.parametrize("alias", ["default", "pooled"])
+async def test_slow_query_cancelled_on_client_is_cancelled_on_server(
+    dsn: str, alias: str, observer: Any
+) -> None:
+    h = small_pool(dsn)
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        async with h[alias].cursor() as cursor:
+            started.set()
+            await cursor.execute("SELECT pg_sleep(30)")
+
+    try:
+        task = asyncio.create_task(slow())
+        await started.wait()
+        async with asyncio.timeout(10):
+            # Polling the server: the query is running there.
+            while True:
+                if any(state == "active" for _, state in our_backends(observer)):
+                    break
+                await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await task
+        # The server is not still sleeping for a client that gave up.
+        async with asyncio.timeout(10):
+            while True:
+                rows = observer.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE application_name = 'async-db-tests' "
+                    "AND query = 'SELECT pg_sleep(30)' AND state = 'active'"
+                ).fetchone()
+                if rows == (0,):
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await wait_released()
+        await h.close_pools()
