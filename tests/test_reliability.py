@@ -181,3 +181,84 @@ async def test_slow_query_cancelled_on_client_is_cancelled_on_server(
     finally:
         await wait_released()
         await h.close_pools()
+
+
+@pytest.fixture
+def pooled_with_health_checks() -> Any:
+    from async_db import async_connections
+
+    settings_dict = async_connections.settings["pooled"]
+    settings_dict["CONN_HEALTH_CHECKS"] = True
+    try:
+        yield
+    finally:
+        settings_dict["CONN_HEALTH_CHECKS"] = False
+
+
+@pytest.mark.slow
+async def test_backends_terminated_during_load(
+    table: str, observer: Any, global_pools: None, pooled_with_health_checks: None
+) -> None:
+    from django.db import InterfaceError, OperationalError
+
+    from async_db import async_atomic, async_connections
+
+    outcomes: dict[str, str] = {}
+    terminate = asyncio.Event()
+
+    async def block(name: str) -> None:
+        try:
+            async with (
+                async_atomic(using="pooled"),
+                async_connections["pooled"].cursor() as cursor,
+            ):
+                await cursor.execute(
+                    f"INSERT INTO {table} (name, value) VALUES (%s, 1)", [name]
+                )
+                await cursor.execute("SELECT pg_sleep(0.002)")
+                await cursor.execute(
+                    f"INSERT INTO {table} (name, value) VALUES (%s, 2)",
+                    [name + "'"],
+                )
+            outcomes[name] = "committed"
+        except (OperationalError, InterfaceError):
+            outcomes[name] = "failed"
+
+    async def worker(w: int) -> None:
+        for i in range(40):
+            await asyncio.create_task(block(f"w{w}-{i}"))
+            if w == 0 and i == 10:
+                terminate.set()
+
+    killed: list[Any] = []
+
+    async def terminator() -> None:
+        await terminate.wait()
+        # Strike when blocks are in flight on the server, then kill them all.
+        while True:
+            states = [state for _, state in our_backends(observer)]
+            if any("transaction" in s or s == "active" for s in states):
+                break
+            await asyncio.sleep(0.001)
+        killed.extend(
+            observer.execute(
+                "SELECT pid, state, pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'async-db-tests'"
+            ).fetchall()
+        )
+
+    async with asyncio.timeout(120):
+        await asyncio.gather(terminator(), *(worker(w) for w in range(20)))
+    rows = observer.execute(f"SELECT name FROM {table}").fetchall()
+    names = {name for (name,) in rows}
+    failed = [n for n, o in outcomes.items() if o == "failed"]
+    assert failed, f"the termination hit no in-flight block: {killed}"
+    for name, outcome in outcomes.items():
+        pair = {name, name + "'"} & names
+        # All or nothing, for every block; committed blocks are all there.
+        assert len(pair) in (0, 2), name
+        if outcome == "committed":
+            assert len(pair) == 2, name
+    # Later work succeeds, nothing restarted.
+    await asyncio.create_task(block("after"))
+    assert outcomes["after"] == "committed"
