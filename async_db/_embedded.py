@@ -44,6 +44,22 @@ class EmbeddedServer:
     def dsn(self) -> str:
         return str(self._server.get_uri("postgres"))
 
+    def restart(self) -> None:
+        """Restart the server in place (fault-injection tests): every open
+        connection is dropped; same socket, same data."""
+        from pathlib import Path
+
+        from pgserver._commands import pg_ctl
+
+        pgdata = Path(self.pgdata)
+        # -l is required: without it the server would hold pg_ctl's stdout.
+        pg_ctl(
+            ["-w", "-m", "fast", "-l", str(pgdata / "log"), "restart"],
+            pgdata=pgdata,
+            user=self._server.system_user,
+            timeout=60,
+        )
+
     def stop(self) -> None:
         self._server.cleanup()
         shutil.rmtree(self.pgdata, ignore_errors=True)

@@ -108,13 +108,45 @@ def dsn(pytestconfig: pytest.Config) -> str:
     return pytestconfig.stash[_dsn_key]
 
 
+class Observer:
+    """A sync autocommit connection that reconnects if the server dropped it
+    (fault tests restart the server or terminate backends)."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn = self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            self._dsn, autocommit=True, application_name=OBSERVER_APP_NAME
+        )
+
+    def execute(self, query: Any, params: Any = None) -> psycopg.Cursor[Any]:
+        if self._conn.closed:
+            self._conn = self._connect()
+        try:
+            return self._conn.execute(query, params)
+        except psycopg.OperationalError:
+            if not self._conn.closed:
+                raise
+            self._conn = self._connect()
+            return self._conn.execute(query, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 @pytest.fixture(scope="session")
-def observer(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+def observer(dsn: str) -> Iterator[Any]:
     """An autocommit connection for setup and for checking the server's state."""
-    with psycopg.connect(
-        dsn, autocommit=True, application_name=OBSERVER_APP_NAME
-    ) as conn:
+    conn = Observer(dsn)
+    try:
         yield conn
+    finally:
+        conn.close()
 
 
 def configured(entry: dict[str, Any]) -> dict[str, Any]:
@@ -325,3 +357,15 @@ async def global_pools() -> AsyncIterator[None]:
     finally:
         await wait_released()
         await async_connections.close_pools()
+
+
+@pytest.fixture
+def embedded_server() -> Any:
+    """The embedded server of this run; tests that restart it skip (with this
+    reason) when the suite runs against an external server."""
+    if not _embedded:
+        pytest.skip(
+            "needs the embedded throwaway server (it restarts it); this run uses "
+            f"an external server (${DSN_ENV}); CI's embedded pass runs it"
+        )
+    return _embedded[0]

@@ -262,3 +262,73 @@ async def test_backends_terminated_during_load(
     # Later work succeeds, nothing restarted.
     await asyncio.create_task(block("after"))
     assert outcomes["after"] == "committed"
+
+
+@pytest.mark.slow
+@pytest.mark.embedded
+async def test_server_restart_during_load(
+    table: str,
+    observer: Any,
+    embedded_server: Any,
+    global_pools: None,
+    pooled_with_health_checks: None,
+) -> None:
+    from django.db import DatabaseError
+
+    from async_db import async_atomic, async_connections
+
+    outcomes: dict[str, str] = {}
+    stop = asyncio.Event()
+
+    async def block(alias: str, name: str) -> None:
+        try:
+            async with (
+                async_atomic(using=alias),
+                async_connections[alias].cursor() as cursor,
+            ):
+                await cursor.execute(f"INSERT INTO {table} (name) VALUES (%s)", [name])
+                await cursor.execute("SELECT pg_sleep(0.005)")
+                await cursor.execute(
+                    f"INSERT INTO {table} (name) VALUES (%s)", [name + "'"]
+                )
+            outcomes[name] = "committed"
+        except DatabaseError:  # OperationalError, InterfaceError, PoolTimeout
+            outcomes[name] = "failed"
+
+    async def worker(alias: str, w: int) -> None:
+        i = 0
+        while not stop.is_set():
+            await asyncio.create_task(block(alias, f"{alias}-{w}-{i}"))
+            i += 1
+            await asyncio.sleep(0)
+
+    workers = [
+        asyncio.create_task(worker(alias, w))
+        for alias in ("default", "pooled")
+        for w in range(5)
+    ]
+    try:
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(embedded_server.restart)
+        # Work resumes by itself: wait (bounded) for new commits on both aliases.
+        async with asyncio.timeout(60):
+            while True:
+                done = {
+                    n.split("-")[0]
+                    for n, o in list(outcomes.items())[-20:]
+                    if o == "committed"
+                }
+                if done >= {"default", "pooled"}:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers, return_exceptions=True)
+    assert any(o == "failed" for o in outcomes.values()), "the restart hit nothing"
+    rows = observer.execute(f"SELECT name FROM {table}").fetchall()
+    names = {name for (name,) in rows}
+    for name, outcome in outcomes.items():
+        pair = {name, name + "'"} & names
+        assert len(pair) in (0, 2), name
+        if outcome == "committed":
+            assert len(pair) == 2, name
