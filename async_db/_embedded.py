@@ -49,7 +49,7 @@ class EmbeddedServer:
         connection is dropped; same socket, same data."""
         from pathlib import Path
 
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
         pgdata = Path(self.pgdata)
         # -l is required: without it the server would hold pg_ctl's stdout.
