@@ -73,3 +73,35 @@ async def run_cancelled_at(
     finally:
         injector.reset(None)
     return None
+
+
+#: (scenario, cancel point) pairs exercised this run, reported at the end.
+PAIRS: list[tuple[str, int]] = []
+
+
+async def run_cancelled_after_yields(
+    scenario: Scenario, yields: int
+) -> tuple[bool, BaseException | None]:
+    """Run ``scenario`` in its own task and cancel it after ``yields`` turns of
+    the event loop, wherever it is suspended then (connect, pool wait, query,
+    release...). Return (whether the cancel was delivered, what it raised)."""
+    task = asyncio.create_task(scenario(_NO_INJECTOR))
+    for _ in range(yields):
+        await asyncio.sleep(0)
+        if task.done():
+            break
+    delivered = not task.done()
+    task.cancel()
+    try:
+        await task
+    except BaseException as exc:  # the caller asserts on what it was
+        return delivered, exc
+    return delivered, None
+
+
+class _NoInjector:
+    def arm(self) -> None:
+        pass
+
+
+_NO_INJECTOR: Any = _NoInjector()

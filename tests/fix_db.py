@@ -28,6 +28,7 @@ from async_db._embedded import settings_dict_from_dsn as _settings_dict_from_dsn
 
 TEST_APP_NAME = "async-db-tests"
 OBSERVER_APP_NAME = "async-db-observer"
+POOLED_APP_NAME = "async-db-tests-pooled"
 
 _embedded: list[Any] = []
 
@@ -81,6 +82,7 @@ def settings_dict_from_dsn(dsn: str) -> dict[str, Any]:
 
 def _pooled(entry: dict[str, Any]) -> dict[str, Any]:
     entry["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 4, "timeout": 5}
+    entry["OPTIONS"]["application_name"] = POOLED_APP_NAME
     return entry
 
 
@@ -208,24 +210,31 @@ def table(observer: psycopg.Connection[Any]) -> Iterator[str]:
         observer.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-def our_backends(observer: psycopg.Connection[Any]) -> list[tuple[int, str]]:
-    """(pid, state) of every backend opened by the tests' connections."""
+def our_backends(
+    observer: psycopg.Connection[Any], app_name: str = TEST_APP_NAME
+) -> list[tuple[int, str]]:
+    """(pid, state) of every backend opened by the tests' connections (by
+    default the unpooled ones; the global 'pooled' alias uses
+    ``POOLED_APP_NAME``)."""
     cur = observer.execute(
         "SELECT pid, coalesce(state, '') FROM pg_stat_activity "
         "WHERE application_name = %s",
-        [TEST_APP_NAME],
+        [app_name],
     )
     return [(int(pid), str(state)) for pid, state in cur.fetchall()]
 
 
 def wait_for_backends(
-    observer: psycopg.Connection[Any], expected: int, timeout: float = 5.0
+    observer: psycopg.Connection[Any],
+    expected: int,
+    timeout: float = 5.0,
+    app_name: str = TEST_APP_NAME,
 ) -> list[tuple[int, str]]:
     """Poll until exactly ``expected`` of our backends remain (a closed client's
     backend exits asynchronously on the server); return the last reading."""
     deadline = time.monotonic() + timeout
     while True:
-        backends = our_backends(observer)
+        backends = our_backends(observer, app_name)
         if len(backends) == expected or time.monotonic() > deadline:
             return backends
         time.sleep(0.02)
@@ -233,10 +242,12 @@ def wait_for_backends(
 
 @pytest.fixture(autouse=True)
 def no_leaked_backends(observer: psycopg.Connection[Any]) -> Iterator[None]:
-    """Fail a test that leaves a backend of ours on the server."""
+    """Fail a test that leaves a backend of ours on the server (pools are
+    closed by the fixtures that open them, before this check)."""
     yield
-    leaked = wait_for_backends(observer, 0)
-    assert not leaked, f"test leaked server backends (pid, state): {leaked}"
+    for app_name in (TEST_APP_NAME, POOLED_APP_NAME):
+        leaked = wait_for_backends(observer, 0, app_name=app_name)
+        assert not leaked, f"test leaked {app_name} backends (pid, state): {leaked}"
 
 
 @pytest.fixture(autouse=True)
@@ -369,3 +380,14 @@ def embedded_server() -> Any:
             f"an external server (${DSN_ENV}); CI's embedded pass runs it"
         )
     return _embedded[0]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.cancellation import PAIRS
+
+    if PAIRS:
+        scenarios = len({name for name, _ in PAIRS})
+        terminalreporter.write_line(
+            f"cancellation: {len(PAIRS)} (scenario, cancel point) pairs tested "
+            f"across {scenarios} scenarios"
+        )

@@ -12,8 +12,8 @@ import pytest
 from async_db import async_atomic, async_connections
 from async_db._storage import wait_released
 from async_db.transaction import on_commit
-from tests.cancellation import CancelInjector, count_waits, run_cancelled_at
-from tests.fix_db import await_backends, our_backends
+from tests.cancellation import PAIRS, CancelInjector, count_waits, run_cancelled_at
+from tests.fix_db import POOLED_APP_NAME, await_backends, our_backends
 
 
 async def insert(alias: str, table: str, name: str) -> None:
@@ -110,10 +110,12 @@ async def test_cancel_at_every_wait(
         observer.execute(f"TRUNCATE {table}")
         raised = await run_cancelled_at(injector, scenario, point)
         where = f"{name} on {alias!r}, cancelled at wait {point}/{points}"
+        PAIRS.append((f"atomic {name} ({alias})", point))
         assert isinstance(raised, asyncio.CancelledError), f"{where}: {raised!r}"
         await settle(alias)
         assert committed(observer, table) in allowed, where
         states = [state for _, state in our_backends(observer)]
+        states += [state for _, state in our_backends(observer, POOLED_APP_NAME)]
         assert not any("in transaction" in s for s in states), f"{where}: {states}"
         if alias == "default":
             assert await await_backends(observer, 0) == [], where

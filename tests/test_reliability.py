@@ -9,7 +9,7 @@ import pytest
 
 from async_db import AsyncConnectionHandler, PoolTimeout
 from async_db._storage import wait_released
-from tests.fix_db import handler_databases, our_backends
+from tests.fix_db import POOLED_APP_NAME, handler_databases, our_backends
 
 
 def small_pool(dsn: str, **pool: Any) -> AsyncConnectionHandler:
@@ -236,14 +236,14 @@ async def test_backends_terminated_during_load(
         await terminate.wait()
         # Strike when blocks are in flight on the server, then kill them all.
         while True:
-            states = [state for _, state in our_backends(observer)]
+            states = [state for _, state in our_backends(observer, POOLED_APP_NAME)]
             if any("transaction" in s or s == "active" for s in states):
                 break
             await asyncio.sleep(0.001)
         killed.extend(
             observer.execute(
                 "SELECT pid, state, pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'async-db-tests'"
+                "WHERE application_name LIKE 'async-db-tests%'"
             ).fetchall()
         )
 

@@ -10,6 +10,7 @@ Django's backend returns them.
 from __future__ import annotations
 
 import asyncio
+import traceback
 from typing import Any, ClassVar
 
 import psycopg
@@ -128,7 +129,16 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         isolation_level = self._isolation_level_option()
         self.isolation_level = isolation_level or IsolationLevel.READ_COMMITTED
         if self.pool_options is None:
-            return await psycopg.AsyncConnection.connect(**conn_params)
+            try:
+                return await psycopg.AsyncConnection.connect(**conn_params)
+            except asyncio.CancelledError as exc:
+                # psycopg leaves a half-open connection to the garbage collector
+                # when connect() is cancelled: its generator holds the libpq
+                # connection, and this traceback holds the generator. Clear the
+                # finished frames so the socket closes now, not whenever the
+                # exception is freed (a server backend would linger until then).
+                traceback.clear_frames(exc.__traceback__)
+                raise
         pool = await self.pools.get(self.alias, self._make_pool)
         try:
             connection = await pool.getconn()
