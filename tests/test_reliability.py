@@ -332,3 +332,135 @@ async def test_server_restart_during_load(
         assert len(pair) in (0, 2), name
         if outcome == "committed":
             assert len(pair) == 2, name
+
+
+@pytest.fixture
+def pooled_ten() -> Any:
+    """The global 'pooled' alias with a 10-connection pool for this test."""
+    from async_db import async_connections
+
+    options = async_connections.settings["pooled"]["OPTIONS"]
+    saved = options["pool"]
+    options["pool"] = {"min_size": 2, "max_size": 10, "timeout": 60}
+    try:
+        yield
+    finally:
+        options["pool"] = saved
+
+
+@pytest.mark.slow
+async def test_load_thousand_tasks_mixed_work(
+    table: str, observer: Any, global_pools: None, pooled_ten: None
+) -> None:
+    import gc
+    import random
+    import tracemalloc
+
+    from django.db import IntegrityError
+
+    from async_db import async_atomic, async_connections
+
+    peak = 0
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, len(our_backends(observer, POOLED_APP_NAME)))
+            await asyncio.sleep(0.01)
+
+    async def one(i: int, expected: dict[str, int]) -> None:
+        conn = async_connections["pooled"]
+        kind = i % 4
+        if kind == 0:  # read
+            async with conn.cursor() as cursor:
+                await cursor.execute(f"SELECT count(*) FROM {table}")
+                await cursor.fetchone()
+        elif kind == 1:  # autocommit write
+            async with conn.cursor() as cursor:
+                await cursor.execute(
+                    f"INSERT INTO {table} (name, value) VALUES (%s, %s)", [f"w{i}", i]
+                )
+            expected[f"w{i}"] = i
+        else:  # a short block: two writes; every 7th rolls back
+            try:
+                async with async_atomic(using="pooled"):
+                    async with conn.cursor() as cursor:
+                        for suffix in ("a", "b"):
+                            await cursor.execute(
+                                f"INSERT INTO {table} (name, value) VALUES (%s, %s)",
+                                [f"t{i}{suffix}", i],
+                            )
+                    if i % 7 == 0:
+                        raise IntegrityError("business rule says no")
+                expected[f"t{i}a"] = expected[f"t{i}b"] = i
+            except IntegrityError:
+                pass
+
+    async def round_(r: int) -> dict[str, int]:
+        expected: dict[str, int] = {}
+        order = list(range(r * 1000, (r + 1) * 1000))
+        random.Random(r).shuffle(order)
+        async with asyncio.timeout(120):
+            await asyncio.gather(*(one(i, expected) for i in order))
+        return expected
+
+    watcher = asyncio.create_task(watch())
+    tracemalloc.start()
+    try:
+        sizes = []
+        committed: dict[str, int] = {}
+        for r in range(4):
+            committed.update(await round_(r))
+            await wait_released()
+            gc.collect()
+            sizes.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+        stop.set()
+        await watcher
+    count, total = observer.execute(
+        f"SELECT count(*), coalesce(sum(value), 0) FROM {table}"
+    ).fetchone()
+    assert count == len(committed)
+    assert total == sum(committed.values())
+    assert 1 <= peak <= 10
+    # No growth across rounds once warm (round 1 -> round 3): under 1 MiB.
+    assert sizes[3] - sizes[1] < 1024 * 1024, sizes
+
+
+async def test_unreachable_host_is_bounded_by_connect_timeout() -> None:
+    import socket
+
+    from django.db import OperationalError
+
+    from async_db import AsyncConnectionHandler
+
+    # A local socket that accepts TCP connections and never answers: libpq
+    # waits for the server's reply until connect_timeout.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        h = AsyncConnectionHandler(
+            {
+                "default": {
+                    "ENGINE": "django.db.backends.postgresql",
+                    "NAME": "test",
+                    "USER": "postgres",
+                    "PASSWORD": "secret-password",
+                    "HOST": "127.0.0.1",
+                    "PORT": str(port),
+                    "OPTIONS": {"connect_timeout": 1},
+                }
+            }
+        )
+        with pytest.raises(OperationalError) as info:
+            async with asyncio.timeout(15):  # a hang fails; connect_timeout is 1 s
+                await h["default"].ensure_connection()
+        assert "timeout" in str(info.value).lower()
+        assert "secret-password" not in str(info.value)
+        assert h["default"].connection is None
+    finally:
+        silent.close()
