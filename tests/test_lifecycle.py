@@ -20,7 +20,9 @@ from tests.fix_db import await_backends, wait_for_backends
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-async def asgi_get(app: Any, path: str) -> tuple[int, bytes]:
+async def asgi_get(app: Any, target: str) -> tuple[int, bytes]:
+    """GET ``target`` (path and query) through an ASGI app, in-process."""
+    path, _, query = target.partition("?")
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -29,7 +31,7 @@ async def asgi_get(app: Any, path: str) -> tuple[int, bytes]:
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "root_path": "",
         "headers": [(b"host", b"testserver")],
         "client": ("127.0.0.1", 12345),
