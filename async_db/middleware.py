@@ -32,7 +32,7 @@ def atomic_request_aliases(view: Callable[..., Any]) -> list[str]:
     """The aliases whose transaction should wrap ``view`` (Django's rule)."""
     from async_db import async_connections
 
-    excluded = getattr(view, "_non_atomic_requests", set())
+    excluded: set[str] = getattr(view, "_non_atomic_requests", set())
     return [
         alias
         for alias, settings_dict in async_connections.settings.items()
