@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fix_db"]
+pytest_plugins = ["tests.fix_db", "async_db.pytest_plugin"]
