@@ -7,6 +7,7 @@ task ends. See ``docs/connections.rst`` for the full visibility contract.
 
 from django.db import DEFAULT_DB_ALIAS
 
+from async_db import _interop
 from async_db._handler import AsyncConnectionHandler
 from async_db._scopes import aclose_old_connections, new_connections
 from async_db.transaction import async_atomic
@@ -14,6 +15,9 @@ from backends.base.pools import PoolTimeout
 
 #: The global handler, reading ``settings.DATABASES`` on first use.
 async_connections = AsyncConnectionHandler()
+
+# Warn about sync ORM queries inside an async transaction (see _interop).
+_interop.install()
 
 __all__ = [
     "DEFAULT_DB_ALIAS",

@@ -103,6 +103,12 @@ def existing_scope() -> Scope | None:
     return scope
 
 
+def open_transactions() -> Mapping[tuple[object, str], asyncio.Task[Any]]:
+    """Every (handler, alias) with a transaction open, as seen by this context
+    (a worker thread of ``sync_to_async`` sees its caller's)."""
+    return _open_transactions.get()
+
+
 def transaction_owner(key: tuple[object, str]) -> asyncio.Task[Any] | None:
     """The task that had a transaction open on ``key`` when this context was
     copied (or set), if any."""
