@@ -391,3 +391,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"cancellation: {len(PAIRS)} (scenario, cancel point) pairs tested "
             f"across {scenarios} scenarios"
         )
+
+
+async def settled_pool_stats(handler: Any, alias: str) -> dict[str, int]:
+    """Pool stats once every released connection is back in the pool (the
+    release and the pool's reset run in other tasks). A bounded wait: if a
+    connection is really held, the last reading is returned for the test's
+    assertion to fail on."""
+    from async_db._storage import wait_released
+
+    await wait_released()
+    pool = handler.pools.peek(alias)
+    deadline = time.monotonic() + 5
+    while True:
+        stats = dict(pool.get_stats())
+        if stats["pool_size"] == stats["pool_available"] or time.monotonic() > deadline:
+            return stats
+        await asyncio.sleep(0.005)
