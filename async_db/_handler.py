@@ -38,6 +38,8 @@ class AsyncConnectionHandler:
         self._settings = settings
         #: One pool per alias, shared by every task using this handler.
         self.pools = PoolRegistry()
+        # Backend class per alias: every new task creates wrappers.
+        self._backends: dict[str, type[BaseAsyncDatabaseWrapper]] = {}
 
     def __repr__(self) -> str:
         return f"<{self.__class__.__qualname__} aliases={list(self)!r}>"

@@ -171,7 +171,7 @@ async def release_connections(connections: list[BaseAsyncDatabaseWrapper]) -> No
     """Close (return) every connection; one failure doesn't stop the others."""
     for conn in connections:
         try:
-            await conn.close()
+            await conn.release()
         except Exception as exc:
             logger.warning("error ignored releasing %r: %s", conn, exc)
 

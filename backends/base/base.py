@@ -290,7 +290,7 @@ class BaseAsyncDatabaseWrapper:
         self.errors_occurred = False
         # New connections are healthy.
         self.health_check_done = True
-        conn_params = self.get_connection_params()
+        conn_params = self.new_connection_params()
         # Assign before the next await: a cancellation from here on finds the
         # connection on the wrapper and the except clause below closes it.
         self.connection = await self.get_new_connection(conn_params)
@@ -419,6 +419,15 @@ class BaseAsyncDatabaseWrapper:
             else:
                 self.connection = None
                 note_transaction(self, False)
+
+    def new_connection_params(self) -> dict[str, Any]:
+        """The parameters ``connect()`` passes to ``get_new_connection``."""
+        return self.get_connection_params()
+
+    async def release(self) -> None:
+        """Give the connection back at the end of its task or scope (close it,
+        or return it to its pool). Called from a release task."""
+        await self.close()
 
     def close_now(self) -> bool:
         """Release the connection without awaiting, if the backend can (an

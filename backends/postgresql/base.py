@@ -24,6 +24,7 @@ from psycopg import IsolationLevel, adapters, sql
 from psycopg.client_cursor import ClientCursorMixin
 from psycopg.pq import Format, TransactionStatus
 
+from async_db._storage import note_transaction
 from backends.base.base import BaseAsyncDatabaseWrapper, django_setting
 from backends.base.pools import PoolTimeout
 
@@ -215,11 +216,20 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
 
     async def _reset_session(self, connection: psycopg.AsyncConnection[Any]) -> None:
         """Pool ``reset`` callback: undo what a task changed in the session
-        (``SET``, ``SET ROLE``, ...) and re-apply Django's session state."""
+        (``SET``, ``SET ROLE``, ...) and re-apply Django's session state, in
+        one round trip (the statements go as one simple-protocol query)."""
         if not connection.autocommit:
             await connection.set_autocommit(True)
-        await connection.execute("RESET ALL")
-        await self._configure_connection(connection)
+        statements: list[sql.Composable] = [sql.SQL("RESET ALL")]
+        if self.timezone_name:
+            statements.append(
+                sql.SQL("SET TIME ZONE {}").format(sql.Literal(self.timezone_name))
+            )
+        role = self.settings_dict["OPTIONS"].get("assume_role")
+        if role:
+            statements.append(sql.SQL("SET ROLE {}").format(sql.Literal(role)))
+        async with psycopg.AsyncClientCursor(connection) as cursor:
+            await cursor.execute(sql.SQL("; ").join(statements))
 
     async def _close(self) -> None:
         connection, pool = self.connection, self._connection_pool
@@ -241,6 +251,24 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         if pool is not None:
             # A closed connection: the pool drops it and opens a replacement.
             await _shielded(pool.putconn(connection))
+
+    def new_connection_params(self) -> dict[str, Any]:
+        # A pooled checkout doesn't connect: the pool has the parameters.
+        if self.pool_options is not None:
+            return {}
+        return self.get_connection_params()
+
+    async def release(self) -> None:
+        if self._connection_pool is None or self.in_atomic_block:
+            await self.close()
+            return
+        connection, pool = self.connection, self._connection_pool
+        self.run_on_commit = []
+        self.connection = None
+        self._connection_pool = None
+        note_transaction(self, False)
+        # Called from a release task nobody awaits or cancels: no shield needed.
+        await _return_to_pool(pool, connection)
 
     def close_now(self) -> bool:
         connection = self.connection
