@@ -1,0 +1,405 @@
+"""What the HTTP scenario measured, its statistics, table, targets and JSON.
+
+One :class:`Sample` per timed load run; an :class:`EndpointResult` per view
+(its samples over the rounds, summarised by medians); a :class:`PairResult`
+per workload (async-db's view against the ORM's); an :class:`HttpResult` for
+the whole run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any
+
+from benchmarks.http._loadgen import LoadResult
+
+#: Contender names: ours, and the baseline every ratio is taken against.
+OURS = "async-db"
+BASELINE = "orm"
+#: The target of issue 6: at least this many times the ORM's requests/s...
+TARGET_SPEEDUP = 3.0
+# ... with a lower p99 latency.
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed load run of one view; the server backends the observer saw
+    meanwhile (sampled, see ``_runner.POLL_SECONDS``): all of the server's,
+    and those not idle (running a query or inside a transaction); and the
+    server process's CPU time per completed request (None where
+    ``/proc/<pid>/stat`` does not exist)."""
+
+    round: int
+    load: LoadResult
+    peak_backends: int
+    peak_busy: int
+    cpu_ms_per_request: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            **self.load.to_json(),
+            "peak_backends": self.peak_backends,
+            "peak_busy": self.peak_busy,
+            "server_cpu_ms_per_request": self.cpu_ms_per_request,
+        }
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median, quartiles and extremes (the fields of ``_harness.Spread``)."""
+
+    median: float
+    q1: float
+    q3: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        if len(values) >= 2:
+            q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        else:
+            q1 = q3 = values[0]
+        return cls(statistics.median(values), q1, q3, min(values), max(values))
+
+
+@dataclass(frozen=True)
+class EndpointResult:
+    """One view over all rounds: medians of the per-run figures, the total
+    of errors, the highest backend counts."""
+
+    workload: str
+    contender: str
+    method: str
+    path: str
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def rps(self) -> Spread:
+        return Spread.of([s.load.rps for s in self.samples])
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(s.load.p50_ms for s in self.samples)
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.median(s.load.p99_ms for s in self.samples)
+
+    @property
+    def errors(self) -> int:
+        return sum(s.load.errors for s in self.samples)
+
+    @property
+    def requests(self) -> int:
+        return sum(s.load.requests for s in self.samples)
+
+    @property
+    def peak_backends(self) -> int:
+        return max(s.peak_backends for s in self.samples)
+
+    @property
+    def peak_busy(self) -> int:
+        return max(s.peak_busy for s in self.samples)
+
+    @property
+    def cpu_ms(self) -> float | None:
+        """Median server CPU milliseconds per request."""
+        values = [s.cpu_ms_per_request for s in self.samples]
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "workload": self.workload,
+            "contender": self.contender,
+            "method": self.method,
+            "path": self.path,
+            "rps": asdict(self.rps),
+            "p50_ms_median": self.p50_ms,
+            "p99_ms_median": self.p99_ms,
+            "requests": self.requests,
+            "errors": self.errors,
+            "peak_backends": self.peak_backends,
+            "peak_busy": self.peak_busy,
+            "server_cpu_ms_per_request_median": self.cpu_ms,
+            "samples": [s.to_json() for s in self.samples],
+        }
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """One workload: async-db's view against the ORM's."""
+
+    workload: str
+    ours: EndpointResult
+    baseline: EndpointResult
+
+    @property
+    def speedup(self) -> float:
+        """median(ours req/s) / median(ORM req/s)."""
+        return self.ours.rps.median / self.baseline.rps.median
+
+    @property
+    def paired_speedups(self) -> list[float]:
+        """Per round: ours / ORM req/s (the two runs were back to back)."""
+        pairs = zip(self.ours.samples, self.baseline.samples, strict=True)
+        return [o.load.rps / b.load.rps for o, b in pairs if b.load.rps]
+
+    @property
+    def p99_ratio(self) -> float:
+        return self.ours.p99_ms / self.baseline.p99_ms
+
+    @property
+    def target_met(self) -> bool:
+        return (
+            self.speedup >= TARGET_SPEEDUP
+            and self.ours.p99_ms < self.baseline.p99_ms
+            and self.ours.errors == 0
+        )
+
+    def target_text(self) -> str:
+        verdict = "met" if self.target_met else "NOT met"
+        return (
+            f"{self.workload} {self.speedup:.2f}x req/s, p99 {self.ours.p99_ms:.1f} "
+            f"vs {self.baseline.p99_ms:.1f} ms: {verdict}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        paired = self.paired_speedups
+        return {
+            "workload": self.workload,
+            "speedup_of_medians": self.speedup,
+            "paired_speedup": asdict(Spread.of(paired)) if paired else None,
+            "p99_ratio": self.p99_ratio,
+            "target": {
+                "min_speedup": TARGET_SPEEDUP,
+                "lower_p99": True,
+                "met": self.target_met,
+            },
+            OURS: self.ours.to_json(),
+            BASELINE: self.baseline.to_json(),
+        }
+
+    def as_comparison(self) -> HarnessComparison:
+        return HarnessComparison(self)
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    """The whole run. ``scenario``, ``title``, ``server_version``,
+    ``comparisons`` and ``to_json(config)`` follow ``_harness.ScenarioResult``
+    so that ``python -m benchmarks`` can print and save it like any scenario;
+    :meth:`table` and :meth:`targets_line` are the full report."""
+
+    scenario: str
+    title: str
+    server_version: str
+    server_kind: str
+    settings: dict[str, Any]
+    pairs: list[PairResult]
+    #: A view without database access on the same server: Django's and
+    #: uvicorn's own ceiling, which no database layer can exceed.
+    reference: EndpointResult | None
+    #: Server backends still there after both servers stopped.
+    leaked_backends: int
+    #: Exit status of each server process (0: clean shutdown).
+    server_exits: dict[str, int | None]
+    #: Lines with ERROR or a traceback in the servers' logs.
+    server_log_errors: dict[str, list[str]]
+    seconds: float
+
+    @property
+    def clean(self) -> bool:
+        """No request failed, nothing leaked, both servers shut down cleanly."""
+        endpoints = [ep for p in self.pairs for ep in (p.ours, p.baseline)]
+        if self.reference is not None:
+            endpoints.append(self.reference)
+        return (
+            all(ep.errors == 0 for ep in endpoints)
+            and self.leaked_backends == 0
+            and all(code == 0 for code in self.server_exits.values())
+            and not any(self.server_log_errors.values())
+        )
+
+    @property
+    def comparisons(self) -> list[HarnessComparison]:
+        return [pair.as_comparison() for pair in self.pairs]
+
+    def header(self) -> str:
+        s = self.settings
+        return (
+            f"{self.scenario}: {self.title}\n"
+            f"uvicorn {s['uvicorn']} (1 worker, {s['loop']} loop, {s['http']}), "
+            f"{s['load_tool']}, {s['connections']} connections; "
+            f"{s['rounds']} round{'s' if s['rounds'] != 1 else ''} x "
+            f"{s['duration']:g}s per view, alternating; "
+            f"pool {s['pool_size']} per server; PostgreSQL {self.server_version} "
+            f"({self.server_kind}); Django {s['django']}, psycopg {s['psycopg']}, "
+            f"Python {platform.python_version()}, {os.cpu_count()} CPUs; "
+            f"{self.seconds:.0f}s"
+        )
+
+    def table(self) -> str:
+        header = [
+            "workload",
+            "view",
+            "req/s",
+            "min - max",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "backends",
+            "busy",
+            "CPU ms/req",
+        ]
+        rows: list[list[str]] = []
+        notes: list[tuple[int, str]] = []
+
+        def row(workload: str, ep: EndpointResult) -> list[str]:
+            rps, cpu = ep.rps, ep.cpu_ms
+            return [
+                workload,
+                ep.contender,
+                f"{rps.median:,.0f}",
+                f"{rps.min:,.0f} - {rps.max:,.0f}",
+                f"{ep.p50_ms:.1f}",
+                f"{ep.p99_ms:.1f}",
+                str(ep.errors),
+                str(ep.peak_backends),
+                str(ep.peak_busy),
+                "-" if cpu is None else f"{cpu:.2f}",
+            ]
+
+        for pair in self.pairs:
+            rows.append(row(pair.workload, pair.ours))
+            rows.append(row("", pair.baseline))
+            paired = pair.paired_speedups
+            spread = (
+                f" (per round {min(paired):.2f}x - {max(paired):.2f}x)"
+                if paired
+                else ""
+            )
+            notes.append(
+                (
+                    len(rows),
+                    f"{OURS}/{BASELINE}: {pair.speedup:.2f}x req/s{spread}, "
+                    f"p99 x{pair.p99_ratio:.2f}",
+                )
+            )
+        if self.reference is not None:
+            rows.append(row(self.reference.workload, self.reference))
+            lookup = self.pairs[0].baseline.rps.median if self.pairs else 0.0
+            if lookup:
+                ceiling = self.reference.rps.median / lookup
+                notes.append(
+                    (
+                        len(rows),
+                        f"the ceiling of any database layer here: "
+                        f"{ceiling:.2f}x the ORM lookup's req/s",
+                    )
+                )
+        widths = [
+            max(len(row[i]) for row in [header, *rows]) for i in range(len(header))
+        ]
+
+        def line(cells: Sequence[str]) -> str:
+            left = [cells[0].ljust(widths[0]), cells[1].ljust(widths[1])]
+            right = [c.rjust(w) for c, w in zip(cells[2:], widths[2:], strict=True)]
+            return "  ".join(left + right).rstrip()
+
+        out = [line(header), "-" * len(line(header))]
+        for i, cells in enumerate(rows):
+            out.append(line(cells))
+            for after, note in notes:
+                if after == i + 1:
+                    out.append(" " * (widths[0] + 2) + note)
+        return "\n".join(out)
+
+    def targets_line(self) -> str:
+        return (
+            f"targets ({OURS} >= {TARGET_SPEEDUP:g}x the ORM's req/s with a lower "
+            f"p99): " + "; ".join(pair.target_text() for pair in self.pairs)
+        )
+
+    def health_line(self) -> str:
+        exits = ", ".join(f"{name} {code}" for name, code in self.server_exits.items())
+        log_errors = sum(len(lines) for lines in self.server_log_errors.values())
+        return (
+            f"after shutdown: {self.leaked_backends} server backends left; "
+            f"server exit status: {exits}; error lines in server logs: {log_errors}"
+        )
+
+    def report(self) -> str:
+        parts = [self.header(), "", self.table(), "", self.targets_line()]
+        parts.append(self.health_line())
+        for name, lines in self.server_log_errors.items():
+            parts.extend(f"  {name} log: {text}" for text in lines[:10])
+        return "\n".join(parts) + "\n"
+
+    def to_json(self, config: Any = None) -> dict[str, Any]:
+        import django
+        import psycopg
+
+        return {
+            "scenario": self.scenario,
+            "title": self.title,
+            "config": asdict(config) if is_dataclass(config) else None,  # type: ignore[arg-type]
+            "settings": self.settings,
+            "environment": {
+                "python": platform.python_version(),
+                "implementation": platform.python_implementation(),
+                "psycopg": psycopg.__version__,
+                "psycopg_impl": psycopg.pq.__impl__,
+                "django": django.get_version(),
+                "server": self.server_kind,
+                "server_version": self.server_version,
+                "cpus": os.cpu_count(),
+                "machine": platform.machine(),
+            },
+            "results": [pair.to_json() for pair in self.pairs],
+            "reference": None if self.reference is None else self.reference.to_json(),
+            "targets_met": all(pair.target_met for pair in self.pairs),
+            "leaked_backends": self.leaked_backends,
+            "server_exits": self.server_exits,
+            "server_log_errors": self.server_log_errors,
+            "seconds": self.seconds,
+        }
+
+
+class HarnessComparison:
+    """A pair seen as ``_harness.Comparison`` (duck-typed, no import): samples
+    are microseconds of wall time per request (1e6 / req/s per run), so the
+    harness's table reads "median us/q" and its ratio ours/baseline is the
+    inverse of the speedup (below 1: async-db is faster)."""
+
+    def __init__(self, pair: PairResult) -> None:
+        self.pair = pair
+        self.query = pair.workload
+        self.sql = f"{pair.ours.method} {pair.ours.path} vs {pair.baseline.path}"
+        self.samples = {
+            ep.contender: [1e6 / s.load.rps if s.load.rps else 0.0 for s in ep.samples]
+            for ep in (pair.baseline, pair.ours)
+        }
+
+    @property
+    def spreads(self) -> dict[str, Spread]:
+        return {name: Spread.of(values) for name, values in self.samples.items()}
+
+    @property
+    def ratio(self) -> float:
+        spreads = self.spreads
+        return spreads[OURS].median / spreads[BASELINE].median
+
+    @property
+    def paired(self) -> Spread:
+        pairs = zip(self.samples[OURS], self.samples[BASELINE], strict=True)
+        return Spread.of([ours / base for ours, base in pairs if base])
+
+    def to_json(self) -> dict[str, Any]:
+        return self.pair.to_json()

@@ -1,0 +1,102 @@
+"""Two pairs of async views doing the same work, one through async-db and one
+through Django's ORM on its standard async path.
+
+* Point lookup: ``SELECT id, name, value ... WHERE id = %s``.
+  ``item_async_db`` runs it on the request task's async-db connection;
+  ``item_orm`` calls ``Item.objects.aget()``, which Django runs in a thread
+  through ``sync_to_async``.
+* Short transaction: ``UPDATE ... SET value = value + 1`` then read the row
+  back, committed together. ``bump_async_db`` uses ``async_atomic``;
+  ``bump_orm`` runs a function using ``transaction.atomic`` through
+  ``sync_to_async`` (Django has no async transactions).
+
+No view closes anything: async-db releases the request task's connection when
+the task ends, Django's ``request_finished`` signal the ORM's.
+"""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.db.models import F
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET, require_POST
+
+from async_db import DEFAULT_DB_ALIAS, async_atomic, async_connections
+from benchmarks.http.site.models import Item
+
+_TABLE = f'"{Item._meta.db_table}"'
+#: The columns and order of ``Item.to_json``.
+SELECT_ITEM = f'SELECT "id", "name", "value" FROM {_TABLE} WHERE "id" = %s'
+BUMP_ITEM = f'UPDATE {_TABLE} SET "value" = "value" + 1 WHERE "id" = %s'
+
+
+def item_response(row: tuple[int, str, int] | None) -> JsonResponse:
+    if row is None:
+        return not_found()
+    item_id, name, value = row
+    return JsonResponse({"id": item_id, "name": name, "value": value})
+
+
+def not_found() -> JsonResponse:
+    return JsonResponse({"error": "not found"}, status=404)
+
+
+@require_GET
+async def health(request: HttpRequest) -> JsonResponse:
+    """No database: is the server up?"""
+    return JsonResponse({"status": "ok"})
+
+
+# ##### Point lookup #####
+
+
+@require_GET
+async def item_async_db(request: HttpRequest, pk: int) -> JsonResponse:
+    async with async_connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        await cursor.execute(SELECT_ITEM, [pk])
+        row = await cursor.fetchone()
+    return item_response(row)
+
+
+@require_GET
+async def item_orm(request: HttpRequest, pk: int) -> JsonResponse:
+    try:
+        item = await Item.objects.aget(pk=pk)
+    except Item.DoesNotExist:
+        return not_found()
+    return JsonResponse(item.to_json())
+
+
+# ##### Short transaction: increment, then read back #####
+
+
+@require_POST
+async def bump_async_db(request: HttpRequest, pk: int) -> JsonResponse:
+    async with (
+        async_atomic(),
+        async_connections[DEFAULT_DB_ALIAS].cursor() as cursor,
+    ):
+        await cursor.execute(BUMP_ITEM, [pk])
+        if cursor.rowcount == 0:
+            return not_found()
+        await cursor.execute(SELECT_ITEM, [pk])
+        row = await cursor.fetchone()
+    return item_response(row)
+
+
+def bump_item(pk: int) -> Item | None:
+    """The ORM's transaction (sync): the same two statements as
+    ``bump_async_db``, or None if there is no such item."""
+    with transaction.atomic():
+        if Item.objects.filter(pk=pk).update(value=F("value") + 1) == 0:
+            return None
+        return Item.objects.get(pk=pk)
+
+
+@require_POST
+async def bump_orm(request: HttpRequest, pk: int) -> JsonResponse:
+    item = await sync_to_async(bump_item)(pk)
+    if item is None:
+        return not_found()
+    return JsonResponse(item.to_json())
