@@ -22,6 +22,7 @@ variable                           meaning (default)
                                    bad DSN fails the start and the pool is open
                                    before the first request (``1``)
 ``ASYNC_DB_SITE_DEBUG``            Django's ``DEBUG`` (``0``)
+``ASYNC_DB_SITE_MIDDLEWARE``       ``1``: Django's usual middleware (``0``)
 ``ASYNC_DB_SITE_ALLOWED_HOSTS``    comma-separated ``ALLOWED_HOSTS``
                                    (``127.0.0.1,localhost,[::1]``: loopback)
 =================================  ===========================================
@@ -110,8 +111,16 @@ SECRET_KEY = env("SECRET_KEY", "async-db-site-insecure-key-for-loopback-use-only
 ALLOWED_HOSTS = env("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
 
 INSTALLED_APPS = ["benchmarks.http.site"]
-# No middleware: the views are the whole request path (tests may add some).
-MIDDLEWARE: list[str] = []
+# No middleware by default: the views are the whole request path.
+# ``$ASYNC_DB_SITE_MIDDLEWARE=1``: Django's usual stack (end-to-end tests).
+MIDDLEWARE: list[str] = (
+    [
+        "django.middleware.security.SecurityMiddleware",
+        "django.middleware.common.CommonMiddleware",
+    ]
+    if env_bool("MIDDLEWARE", False)
+    else []
+)
 ROOT_URLCONF = "benchmarks.http.site.urls"
 ASGI_APPLICATION = "benchmarks.http.site.asgi.application"
 

@@ -8,6 +8,7 @@ from benchmarks.http.site import views
 
 urlpatterns = [
     path("health/", views.health, name="health"),
+    path("slow/", views.slow, name="slow"),
     path("items/<int:pk>/async-db/", views.item_async_db, name="item-async-db"),
     path("items/<int:pk>/orm/", views.item_orm, name="item-orm"),
     path("items/<int:pk>/bump/async-db/", views.bump_async_db, name="bump-async-db"),

@@ -23,6 +23,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from async_db import DEFAULT_DB_ALIAS, async_atomic, async_connections
+from benchmarks.http.site.apps import signal_counts
 from benchmarks.http.site.models import Item
 
 _TABLE = f'"{Item._meta.db_table}"'
@@ -44,8 +45,17 @@ def not_found() -> JsonResponse:
 
 @require_GET
 async def health(request: HttpRequest) -> JsonResponse:
-    """No database: is the server up?"""
-    return JsonResponse({"status": "ok"})
+    """No database: is the server up? (Also Django's request signal counts.)"""
+    return JsonResponse({"status": "ok", "signals": signal_counts})
+
+
+@require_GET
+async def slow(request: HttpRequest) -> JsonResponse:
+    """A query that takes ``?seconds=`` on the server (disconnect tests)."""
+    seconds = float(request.GET.get("seconds", "1"))
+    async with async_connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        await cursor.execute("SELECT pg_sleep(%s)", [seconds])
+    return JsonResponse({"slept": seconds})
 
 
 # ##### Point lookup #####
