@@ -90,10 +90,10 @@ class HttpConfig:
     load: str = "auto"
 
 
-#: ``--quick``: about a minute and a half.
-QUICK = HttpConfig(duration=5.0, rounds=3, warmup=2.0)
-#: The default size: about three minutes.
-DEFAULT = HttpConfig(duration=10.0, rounds=3, warmup=3.0)
+#: ``--quick``: a smoke run of about twenty seconds.
+QUICK = HttpConfig(duration=2.0, rounds=1, warmup=1.0)
+#: The default size: about a minute and a half.
+DEFAULT = HttpConfig(duration=5.0, rounds=3, warmup=2.0)
 #: ``--full``: about nine minutes.
 FULL = HttpConfig()
 PRESETS = {"quick": QUICK, "default": DEFAULT, "full": FULL}
