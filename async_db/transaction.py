@@ -22,6 +22,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, Error
 from django.db.transaction import TransactionManagementError
 
 if TYPE_CHECKING:
+    from async_db._handler import AsyncConnectionHandler
     from backends.base.base import BaseAsyncDatabaseWrapper, OnCommitCallback
 
 __all__ = [
@@ -44,9 +45,15 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 def get_connection(using: str | None = None) -> BaseAsyncDatabaseWrapper:
     """The current task's wrapper for ``using`` (default alias if None)."""
+    return _handler()[using or DEFAULT_DB_ALIAS]
+
+
+@functools.cache
+def _handler() -> AsyncConnectionHandler:
+    # Imported on first use: async_db imports this module.
     from async_db import async_connections
 
-    return async_connections[using or DEFAULT_DB_ALIAS]
+    return async_connections
 
 
 def get_rollback(using: str | None = None) -> bool:

@@ -234,12 +234,19 @@ async def test_backends_terminated_during_load(
 
     async def terminator() -> None:
         await terminate.wait()
-        # Strike when blocks are in flight on the server, then kill them all.
+        # Kill, in one statement, backends caught inside a transaction (a block
+        # in flight: its next query or COMMIT must fail); retry until one is.
         while True:
-            states = [state for _, state in our_backends(observer, POOLED_APP_NAME)]
-            if any("transaction" in s or s == "active" for s in states):
+            hit = observer.execute(
+                "SELECT pid, state, pg_terminate_backend(pid) "
+                "FROM pg_stat_activity WHERE application_name LIKE 'async-db-tests%' "
+                "AND state = 'idle in transaction'"
+            ).fetchall()
+            killed.extend(hit)
+            if hit:
                 break
             await asyncio.sleep(0.001)
+        # Then every other backend of ours, idle in the pool or not.
         killed.extend(
             observer.execute(
                 "SELECT pid, state, pg_terminate_backend(pid) FROM pg_stat_activity "
