@@ -188,6 +188,12 @@ async def run_sample(
                     rows += result
         await _storage.wait_released()
         seconds = time.perf_counter() - start
+    expected = sum(len(ids) for wave in waves for ids in wave)
+    if not failed and rows != expected:
+        # Every id exists: a contender that found fewer rows is wrong, not fast.
+        raise AssertionError(
+            f"contender {app!r} read {rows} rows for {expected} lookups"
+        )
     return Sample(seconds, rows, failed, peak.backends, peak.busy, error)
 
 
