@@ -228,3 +228,21 @@ async def test_client_disconnect_cancels_the_view(site: str, observer: Any) -> N
     assert all(state == "idle" for state in states), states
     status, _, _ = await get(site, "/items/1/async-db/")
     assert status == 200
+
+
+async def test_websocket_consumer_over_a_real_server(site: str, observer: Any) -> None:
+    """A real WebSocket client, the Channels consumer under uvicorn: the
+    consumer's connection is returned between messages and on disconnect."""
+    import websockets
+
+    async with websockets.connect(f"ws://{site}/ws/items/") as socket_:
+        for pk in (1, 2, 3):
+            await socket_.send(json.dumps({"id": pk}))
+            reply = json.loads(await socket_.recv())
+            assert reply["item"]["id"] == pk
+            # Between messages nothing of ours is in a query or a transaction.
+            states = await settled_backends(observer)
+            assert all(state == "idle" for state in states), states
+    states = await settled_backends(observer)
+    assert all(state == "idle" for state in states), states
+    assert len(states) <= POOL_SIZE

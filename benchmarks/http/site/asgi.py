@@ -44,11 +44,23 @@ django_application = get_asgi_application()
 
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
-    """The site: lifespan handled here, HTTP by Django."""
+    """The site: lifespan handled here, HTTP by Django, WebSockets by a
+    Channels consumer (``/ws/items/``)."""
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
+    elif scope["type"] == "websocket":
+        await websocket_application(scope, receive, send)
     else:
         await django_application(scope, receive, send)
+
+
+async def websocket_application(scope: Scope, receive: Receive, send: Send) -> None:
+    from benchmarks.http.site.consumers import ItemConsumer
+
+    if scope["path"] != "/ws/items/":
+        await send({"type": "websocket.close", "code": 4404})
+        return
+    await ItemConsumer.as_asgi()(scope, receive, send)
 
 
 async def lifespan(receive: Receive, send: Send) -> None:
