@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
+from benchmarks._harness import Spread
 from benchmarks.http._loadgen import LoadResult
 
 #: Contender names: ours, and the baseline every ratio is taken against.
@@ -47,25 +48,6 @@ class Sample:
             "peak_busy": self.peak_busy,
             "server_cpu_ms_per_request": self.cpu_ms_per_request,
         }
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Median, quartiles and extremes (the fields of ``_harness.Spread``)."""
-
-    median: float
-    q1: float
-    q3: float
-    min: float
-    max: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Spread:
-        if len(values) >= 2:
-            q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-        else:
-            q1 = q3 = values[0]
-        return cls(statistics.median(values), q1, q3, min(values), max(values))
 
 
 @dataclass(frozen=True)
