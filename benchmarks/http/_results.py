@@ -168,9 +168,6 @@ class PairResult:
             BASELINE: self.baseline.to_json(),
         }
 
-    def as_comparison(self) -> HarnessComparison:
-        return HarnessComparison(self)
-
 
 @dataclass(frozen=True)
 class HttpResult:
@@ -208,10 +205,6 @@ class HttpResult:
             and all(code == 0 for code in self.server_exits.values())
             and not any(self.server_log_errors.values())
         )
-
-    @property
-    def comparisons(self) -> list[HarnessComparison]:
-        return [pair.as_comparison() for pair in self.pairs]
 
     def header(self) -> str:
         s = self.settings
@@ -352,36 +345,3 @@ class HttpResult:
             "server_log_errors": self.server_log_errors,
             "seconds": self.seconds,
         }
-
-
-class HarnessComparison:
-    """A pair seen as ``_harness.Comparison`` (duck-typed, no import): samples
-    are microseconds of wall time per request (1e6 / req/s per run), so the
-    harness's table reads "median us/q" and its ratio ours/baseline is the
-    inverse of the speedup (below 1: async-db is faster)."""
-
-    def __init__(self, pair: PairResult) -> None:
-        self.pair = pair
-        self.query = pair.workload
-        self.sql = f"{pair.ours.method} {pair.ours.path} vs {pair.baseline.path}"
-        self.samples = {
-            ep.contender: [1e6 / s.load.rps if s.load.rps else 0.0 for s in ep.samples]
-            for ep in (pair.baseline, pair.ours)
-        }
-
-    @property
-    def spreads(self) -> dict[str, Spread]:
-        return {name: Spread.of(values) for name, values in self.samples.items()}
-
-    @property
-    def ratio(self) -> float:
-        spreads = self.spreads
-        return spreads[OURS].median / spreads[BASELINE].median
-
-    @property
-    def paired(self) -> Spread:
-        pairs = zip(self.samples[OURS], self.samples[BASELINE], strict=True)
-        return Spread.of([ours / base for ours, base in pairs if base])
-
-    def to_json(self) -> dict[str, Any]:
-        return self.pair.to_json()
