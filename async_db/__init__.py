@@ -10,8 +10,8 @@ from django.db import DEFAULT_DB_ALIAS
 from async_db import _interop
 from async_db._handler import AsyncConnectionHandler
 from async_db._scopes import aclose_old_connections, new_connections
+from async_db.backends.base.pools import PoolTimeout
 from async_db.transaction import async_atomic
-from backends.base.pools import PoolTimeout
 
 #: The global handler, reading ``settings.DATABASES`` on first use.
 async_connections = AsyncConnectionHandler()

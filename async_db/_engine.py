@@ -15,11 +15,11 @@ from django.core.exceptions import ImproperlyConfigured
 if TYPE_CHECKING:
     import asyncio
 
-    from backends.base.base import BaseAsyncDatabaseWrapper
+    from async_db.backends.base.base import BaseAsyncDatabaseWrapper
 
 #: Django ENGINE -> async backend module.
 ASYNC_BACKENDS = {
-    "django.db.backends.postgresql": "backends.postgresql",
+    "django.db.backends.postgresql": "async_db.backends.postgresql",
 }
 
 

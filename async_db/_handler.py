@@ -17,12 +17,12 @@ from django.utils.connection import ConnectionDoesNotExist
 
 from async_db import _storage
 from async_db._engine import load_backend
-from backends.base.pools import PoolRegistry
+from async_db.backends.base.pools import PoolRegistry
 
 if TYPE_CHECKING:
     import asyncio
 
-    from backends.base.base import BaseAsyncDatabaseWrapper
+    from async_db.backends.base.base import BaseAsyncDatabaseWrapper
 
 
 class AsyncConnectionHandler:
@@ -98,6 +98,13 @@ class AsyncConnectionHandler:
         return backend(
             settings_dict, alias, owner=owner, handler=self, pools=self.pools
         )
+
+    def note_transaction(
+        self, connection: BaseAsyncDatabaseWrapper, is_open: bool
+    ) -> None:
+        """Called by a wrapper of this handler when its transaction opens or
+        ends: the spawn-time marker of rule 3 (see ``_storage``)."""
+        _storage.note_transaction(connection, is_open)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.settings)

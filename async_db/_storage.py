@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import ProgrammingError
 
 if TYPE_CHECKING:
-    from backends.base.base import BaseAsyncDatabaseWrapper
+    from async_db.backends.base.base import BaseAsyncDatabaseWrapper
 
 logger = logging.getLogger("async_db")
 

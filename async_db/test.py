@@ -140,7 +140,7 @@ async def capture_on_commit_callbacks(
     registered by executed callbacks); with ``execute=True`` they run at exit,
     in order, as after a commit."""
     from async_db import async_connections
-    from backends.base.base import _run_commit_hook
+    from async_db.backends.base.base import _run_commit_hook
 
     callbacks: list[Callable[[], Any]] = []
     conn = async_connections[using]

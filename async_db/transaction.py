@@ -23,7 +23,7 @@ from django.db.transaction import TransactionManagementError
 
 if TYPE_CHECKING:
     from async_db._handler import AsyncConnectionHandler
-    from backends.base.base import BaseAsyncDatabaseWrapper, OnCommitCallback
+    from async_db.backends.base.base import BaseAsyncDatabaseWrapper, OnCommitCallback
 
 __all__ = [
     "Atomic",

@@ -51,7 +51,7 @@ from benchmarks._harness import (
 )
 
 if TYPE_CHECKING:
-    from backends.base.base import BaseAsyncDatabaseWrapper
+    from async_db.backends.base.base import BaseAsyncDatabaseWrapper
 
 NAME = "micro"
 TITLE = "sequential round trips, one task, one connection per contender"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from backends.base.cursor import AsyncCursorDebugWrapper, AsyncCursorWrapper
+from async_db.backends.base.cursor import AsyncCursorDebugWrapper, AsyncCursorWrapper
 
 
 async def test_no_logging_by_default(connection: Any, caplog: Any) -> None:

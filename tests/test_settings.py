@@ -10,7 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from async_db._engine import backend_name, create_connection, load_backend
-from backends.postgresql.base import (
+from async_db.backends.postgresql.base import (
     AsyncClientCursor,
     AsyncServerBindingCursor,
     DatabaseWrapper,
@@ -96,12 +96,14 @@ def test_too_long_name_is_improperly_configured() -> None:
 
 
 def test_engine_mapping() -> None:
-    assert backend_name("default", entry()) == "backends.postgresql"
+    assert backend_name("default", entry()) == "async_db.backends.postgresql"
     assert load_backend("default", entry()) is DatabaseWrapper
 
 
 def test_async_engine_key_names_a_backend_module() -> None:
-    settings_dict = entry(ENGINE="myproject.custom", ASYNC_ENGINE="backends.postgresql")
+    settings_dict = entry(
+        ENGINE="myproject.custom", ASYNC_ENGINE="async_db.backends.postgresql"
+    )
     assert load_backend("default", settings_dict) is DatabaseWrapper
 
 

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from django.conf import global_settings, settings
 from django.core.exceptions import ImproperlyConfigured
@@ -41,9 +41,8 @@ from django.db.transaction import TransactionManagementError
 from django.db.utils import DatabaseErrorWrapper
 from django.db.utils import Error as DjangoError
 
-from async_db._storage import note_transaction
-from backends.base.cursor import AsyncCursorDebugWrapper, AsyncCursorWrapper
-from backends.base.pools import PoolRegistry
+from async_db.backends.base.cursor import AsyncCursorDebugWrapper, AsyncCursorWrapper
+from async_db.backends.base.pools import PoolRegistry
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -69,6 +68,15 @@ _DJANGO_ERRORS: tuple[type[Exception], ...] = (
 OnCommitCallback = Callable[[], Any]
 #: ``execute_wrapper`` callables: ``fn(execute, sql, params, many, context)``.
 ExecuteWrapper = Callable[..., Any]
+
+
+class TransactionObserver(Protocol):
+    """What a wrapper needs from the handler that created it."""
+
+    def note_transaction(
+        self, connection: BaseAsyncDatabaseWrapper, is_open: bool
+    ) -> None:
+        """``connection`` opened (``is_open``) or ended its transaction."""
 
 
 def django_setting(name: str) -> Any:
@@ -116,7 +124,7 @@ class BaseAsyncDatabaseWrapper:
         alias: str = DEFAULT_DB_ALIAS,
         *,
         owner: asyncio.Task[Any] | None = None,
-        handler: object = None,
+        handler: TransactionObserver | None = None,
         pools: PoolRegistry | None = None,
     ) -> None:
         self.connection: Any = None
@@ -124,7 +132,10 @@ class BaseAsyncDatabaseWrapper:
         self.alias = alias
         #: The task allowed to run queries on this wrapper (None: any task).
         self.owner = owner
-        #: The AsyncConnectionHandler that created this wrapper, if any.
+        #: The handler that created this wrapper, if any. The wrapper tells it
+        #: when a transaction opens or closes (``note_transaction``), so the
+        #: handler can apply its spawned-task rule; the backends never import
+        #: the handler's storage.
         self.handler = handler
         #: Where this alias's connection pool lives (shared per handler).
         self.pools = pools if pools is not None else PoolRegistry()
@@ -418,7 +429,13 @@ class BaseAsyncDatabaseWrapper:
                 self.needs_rollback = True
             else:
                 self.connection = None
-                note_transaction(self, False)
+                self._note_transaction(False)
+
+    def _note_transaction(self, is_open: bool) -> None:
+        """Report to the handler whether this wrapper has a transaction open."""
+        handler = self.handler
+        if handler is not None:
+            handler.note_transaction(self, is_open)
 
     def new_connection_params(self) -> dict[str, Any]:
         """The parameters ``connect()`` passes to ``get_new_connection``."""
@@ -470,7 +487,7 @@ class BaseAsyncDatabaseWrapper:
                 await self._set_autocommit(autocommit)
         self.autocommit = autocommit
         # Spawn-time marker: tasks spawned from now on see the transaction.
-        note_transaction(self, not autocommit)
+        self._note_transaction(not autocommit)
         if autocommit and self.run_commit_hooks_on_set_autocommit_on:
             await self.run_and_clear_commit_hooks()
             self.run_commit_hooks_on_set_autocommit_on = False

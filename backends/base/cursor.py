@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from backends.base.base import BaseAsyncDatabaseWrapper
+    from async_db.backends.base.base import BaseAsyncDatabaseWrapper
 
 logger = logging.getLogger("django.db.backends")
 

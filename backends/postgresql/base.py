@@ -24,9 +24,8 @@ from psycopg import IsolationLevel, adapters, sql
 from psycopg.client_cursor import ClientCursorMixin
 from psycopg.pq import Format, TransactionStatus
 
-from async_db._storage import note_transaction
-from backends.base.base import BaseAsyncDatabaseWrapper, django_setting
-from backends.base.pools import PoolTimeout
+from async_db.backends.base.base import BaseAsyncDatabaseWrapper, django_setting
+from async_db.backends.base.pools import PoolTimeout
 
 TIMESTAMPTZ_OID = adapters.types["timestamptz"].oid
 #: PostgreSQL's NAMEDATALEN - 1 (Django's ``ops.max_name_length()``).
@@ -266,7 +265,7 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         self.run_on_commit = []
         self.connection = None
         self._connection_pool = None
-        note_transaction(self, False)
+        self._note_transaction(False)
         # Called from a release task nobody awaits or cancels: no shield needed.
         await _return_to_pool(pool, connection)
 
