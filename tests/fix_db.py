@@ -76,8 +76,12 @@ def _warm_up(dsn: str) -> None:
 
 
 def settings_dict_from_dsn(dsn: str) -> dict[str, Any]:
-    """The tests' ``DATABASES['default']``: tagged so leaks can be found."""
-    return _settings_dict_from_dsn(dsn, application_name=TEST_APP_NAME)
+    """The tests' ``DATABASES['default']``: tagged so leaks can be found. The
+    server is a throwaway one (or ``$ASYNC_DB_DSN``, a database meant for tests):
+    ``TEST["NAME"]`` says the configured database *is* the test database."""
+    entry = _settings_dict_from_dsn(dsn, application_name=TEST_APP_NAME)
+    entry["TEST"] = {"NAME": entry["NAME"]}
+    return entry
 
 
 def _pooled(entry: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +99,11 @@ def _configure_django(dsn: str) -> None:
             DEBUG=False,
             USE_TZ=True,
             TIME_ZONE="UTC",
-            INSTALLED_APPS=[],
+            INSTALLED_APPS=[
+                "django.contrib.contenttypes",
+                "django.contrib.auth",
+                "tests.ormapp",
+            ],
             DATABASES={
                 "default": settings_dict_from_dsn(dsn),
                 "other": settings_dict_from_dsn(dsn),

@@ -1,0 +1,1 @@
+"""Models of the ORM tests (filled in by the native ORM work)."""
