@@ -17,7 +17,10 @@ if not settings.configured:
 
 project = "async-db"
 author = "async-db developers"
-extensions = ["sphinx.ext.autodoc"]
+# sphinx.ext.doctest: its testsetup / testcode :hide: / testcleanup directives
+# render nothing; tests/test_docs_examples.py runs them with the examples
+# (they use top-level await: not meant for `sphinx-build -b doctest`).
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.doctest"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 exclude_patterns = ["_build"]

@@ -11,12 +11,16 @@ page runs (for examples that connect with psycopg themselves).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
+
+from async_db._storage import wait_released
+
+__all__ = ["DSN", "Response", "call", "running", "serve", "wait_released"]
 
 #: The test server's DSN (``tests/test_docs_examples.py`` sets it).
 DSN = ""
@@ -53,6 +57,7 @@ async def call(
 ) -> Response:
     """One HTTP request through an ASGI application (a client that never
     disconnects early)."""
+    path, _, query = path.partition("?")
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -61,7 +66,7 @@ async def call(
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
         "client": ("127.0.0.1", 50000),
@@ -97,9 +102,11 @@ async def serve(
     *,
     data: dict[str, str] | None = None,
     middleware: Sequence[str] = (),
+    application: ASGIApp | None = None,
 ) -> Response:
     """Serve one request to ``urlpatterns`` (a urls.py's list) with Django's
-    ``ASGIHandler`` and the given ``MIDDLEWARE``; ``data`` is sent as a form."""
+    ``ASGIHandler`` and the given ``MIDDLEWARE`` (or through ``application``,
+    an ASGI application wrapping Django's); ``data`` is sent as a form."""
     from django.core.handlers.asgi import ASGIHandler
     from django.test.utils import override_settings
 
@@ -111,31 +118,30 @@ async def serve(
     with override_settings(
         ROOT_URLCONF=urlconf, ALLOWED_HOSTS=["testserver"], MIDDLEWARE=list(middleware)
     ):
-        return await call(ASGIHandler(), method, path, body=body, headers=headers)
+        app = ASGIHandler() if application is None else application
+        return await call(app, method, path, body=body, headers=headers)
 
 
-async def lifespan(application: ASGIApp, event: str) -> dict[str, Any]:
-    """Send one lifespan event (``"startup"`` or ``"shutdown"``) to an ASGI
-    application that handles lifespan; return its answer."""
+@asynccontextmanager
+async def running(application: ASGIApp) -> AsyncIterator[list[dict[str, Any]]]:
+    """Run ``application`` as an ASGI server would: the lifespan startup on
+    entry, the shutdown on exit (awaited to the end). Yields the lifespan
+    messages the application sent, ``lifespan.startup.complete`` first."""
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     sent: list[dict[str, Any]] = []
-    incoming = [{"type": f"lifespan.{event}"}]
-    done = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if incoming:
-            return incoming.pop(0)
-        await done.wait()
-        return {"type": "lifespan.shutdown"}
+    answered = asyncio.Event()
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
-        done.set()
+        answered.set()
 
-    task = asyncio.create_task(application({"type": "lifespan"}, receive, send))
-    await done.wait()
-    if event == "startup":
-        # The handler now waits for the next event: stop it.
-        task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    events.put_nowait({"type": "lifespan.startup"})
+    task = asyncio.create_task(application(scope, events.get, send))
+    try:
+        await answered.wait()
+        yield sent
+    finally:
+        answered.clear()
+        events.put_nowait({"type": "lifespan.shutdown"})
         await task
-    return sent[0]
