@@ -1,1 +1,1 @@
-"""Models for the native ORM tests (issue 11): a test app installed by tests/fix_db.py."""
+"""The native ORM tests' app (issue 11), installed by tests/fix_db.py."""

@@ -1,0 +1,523 @@
+"""Native ``asave()``, ``adelete()`` and ``arefresh_from_db()`` for models.
+
+Async twins of ``django.db.models.base.Model.save``/``save_base``/
+``_save_parents``/``_save_table``/``_do_update``/``_do_insert``/``delete``/
+``refresh_from_db``, in Django's branch order, as functions of the instance
+(so any model's instance can be saved natively, e.g. by ``acreate``), and as
+methods of :class:`AsyncModelMixin` / :class:`AsyncModel`.
+``transaction.atomic(savepoint=False)`` is ``async_atomic(savepoint=False)``;
+``mark_for_rollback_on_error`` is async-db's. ``pre_save``/``post_save`` go
+through ``async_db.models.signals.asend``.
+
+The sync ``save()``/``delete()``/``refresh_from_db()`` are Django's, unchanged:
+a deferred field or unloaded relation accessed from the event loop still
+calls the sync ``refresh_from_db()``, which raises ``SynchronousOnlyOperation``.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from django.db import DatabaseError, NotSupportedError, models, router
+from django.db.models import ExpressionWrapper, IntegerField, Max, Value
+from django.db.models.constants import LOOKUP_SEP
+from django.db.models.functions import Coalesce
+from django.db.models.signals import post_save, pre_save
+
+from async_db.models.manager import AsyncManager
+from async_db.models.query import native
+from async_db.models.signals import asend
+from async_db.transaction import async_atomic, mark_for_rollback_on_error
+
+__all__ = ["AsyncModel", "AsyncModelMixin", "adelete_object", "asave_object"]
+
+
+async def asave_object(
+    self: Any,
+    *,
+    force_insert: Any = False,
+    force_update: bool = False,
+    using: str | None = None,
+    update_fields: Any = None,
+) -> None:
+    """Async twin of ``Model.save()`` for any model instance. A model whose
+    class overrides ``save()`` without an ``asave()`` of async-db's is refused:
+    its ``save()`` is sync code that this native path would skip."""
+    if (
+        not isinstance(self, AsyncModelMixin)
+        and type(self).save is not models.Model.save
+    ):
+        raise NotSupportedError(
+            f"{type(self).__qualname__} overrides save(); a native save would "
+            f"skip it. Give the model an async asave() (AsyncModelMixin) that "
+            f"does the same work."
+        )
+    if isinstance(self, AsyncModelMixin):
+        await self.asave(
+            force_insert=force_insert,
+            force_update=force_update,
+            using=using,
+            update_fields=update_fields,
+        )
+    else:
+        await _asave(self, force_insert, force_update, using, update_fields)
+
+
+async def _asave(
+    self: Any,
+    force_insert: Any,
+    force_update: bool,
+    using: str | None,
+    update_fields: Any,
+) -> None:
+    """Async twin of ``Model.save()`` (after its positional-args handling)."""
+    self._prepare_related_fields_for_save(operation_name="save")
+
+    using = using or router.db_for_write(self.__class__, instance=self)
+    if force_insert and (force_update or update_fields):
+        raise ValueError("Cannot force both insert and updating in model saving.")
+
+    deferred_non_generated_fields = {
+        f.attname
+        for f in self._meta.concrete_fields
+        if f.attname not in self.__dict__ and f.generated is False
+    }
+    if update_fields is not None:
+        # If update_fields is empty, skip the save. We do also check for
+        # no-op saves later on for inheritance cases. This bailout is
+        # still needed for skipping signal sending.
+        if not update_fields:
+            return
+
+        update_fields = frozenset(update_fields)
+        field_names = self._meta._non_pk_concrete_field_names
+        not_updatable_fields = update_fields.difference(field_names)
+
+        if not_updatable_fields:
+            raise ValueError(
+                "The following fields do not exist in this model, are m2m "
+                "fields, primary keys, or are non-concrete fields: {}".format(
+                    ", ".join(not_updatable_fields)
+                )
+            )
+
+    # If saving to the same database, and this model is deferred, then
+    # automatically do an "update_fields" save on the loaded fields.
+    elif not force_insert and deferred_non_generated_fields and using == self._state.db:
+        field_names = set()
+        pk_fields = self._meta.pk_fields
+        for field in self._meta.concrete_fields:
+            if field not in pk_fields and not hasattr(field, "through"):
+                field_names.add(field.attname)
+        loaded_fields = field_names.difference(deferred_non_generated_fields)
+        if loaded_fields:
+            update_fields = frozenset(loaded_fields)
+
+    await asave_base(
+        self,
+        using=using,
+        force_insert=force_insert,
+        force_update=force_update,
+        update_fields=update_fields,
+    )
+
+
+async def asave_base(
+    self: Any,
+    raw: bool = False,
+    force_insert: Any = False,
+    force_update: bool = False,
+    using: str | None = None,
+    update_fields: Any = None,
+) -> None:
+    """Async twin of ``Model.save_base()``: signals, then the tables, in one
+    ``async_atomic(savepoint=False)`` when there are parents."""
+    using = using or router.db_for_write(self.__class__, instance=self)
+    assert not (force_insert and (force_update or update_fields))
+    assert update_fields is None or update_fields
+    cls = origin = self.__class__
+    # Skip proxies, but keep the origin as the proxy model.
+    if cls._meta.proxy:
+        cls = cls._meta.concrete_model
+    meta = cls._meta
+    if not meta.auto_created:
+        await asend(
+            pre_save,
+            sender=origin,
+            instance=self,
+            raw=raw,
+            using=using,
+            update_fields=update_fields,
+        )
+    # A transaction isn't needed if one query is issued.
+    context_manager: AbstractAsyncContextManager[Any]
+    if meta.parents:
+        context_manager = async_atomic(using=using, savepoint=False)
+    else:
+        context_manager = mark_for_rollback_on_error(using=using)
+    async with context_manager:
+        parent_inserted = False
+        if not raw:
+            # Validate force insert only when parents are inserted.
+            force_insert = self._validate_force_insert(force_insert)
+            parent_inserted = await _asave_parents(
+                self, cls, using, update_fields, force_insert
+            )
+        updated = await _asave_table(
+            self,
+            raw,
+            cls,
+            force_insert or parent_inserted,
+            force_update,
+            using,
+            update_fields,
+        )
+    # Store the database on which the object was saved
+    self._state.db = using
+    # Once saved, this is no longer a to-be-added instance.
+    self._state.adding = False
+
+    # Signal that the save is complete
+    if not meta.auto_created:
+        await asend(
+            post_save,
+            sender=origin,
+            instance=self,
+            created=(not updated),
+            update_fields=update_fields,
+            raw=raw,
+            using=using,
+        )
+
+
+async def _asave_parents(
+    self: Any,
+    cls: Any,
+    using: str,
+    update_fields: Any,
+    force_insert: Any,
+    updated_parents: dict[Any, bool] | None = None,
+) -> bool:
+    """Async twin of ``Model._save_parents()``."""
+    meta = cls._meta
+    inserted = False
+    if updated_parents is None:
+        updated_parents = {}
+    for parent, field in meta.parents.items():
+        # Make sure the link fields are synced between parent and self.
+        if (
+            field
+            and getattr(self, parent._meta.pk.attname) is None
+            and getattr(self, field.attname) is not None
+        ):
+            setattr(self, parent._meta.pk.attname, getattr(self, field.attname))
+        if (parent_updated := updated_parents.get(parent)) is None:
+            parent_inserted = await _asave_parents(
+                self,
+                cls=parent,
+                using=using,
+                update_fields=update_fields,
+                force_insert=force_insert,
+                updated_parents=updated_parents,
+            )
+            updated = await _asave_table(
+                self,
+                cls=parent,
+                using=using,
+                update_fields=update_fields,
+                force_insert=parent_inserted or issubclass(parent, force_insert),
+            )
+            if not updated:
+                inserted = True
+            updated_parents[parent] = updated
+        elif not parent_updated:
+            inserted = True
+        # Set the parent's PK value to self.
+        if field:
+            setattr(self, field.attname, self._get_pk_val(parent._meta))
+            # Invalidate the related object cache, as Django does.
+            if field.is_cached(self):
+                field.delete_cached_value(self)
+    return inserted
+
+
+async def _asave_table(
+    self: Any,
+    raw: bool = False,
+    cls: Any = None,
+    force_insert: Any = False,
+    force_update: bool = False,
+    using: str | None = None,
+    update_fields: Any = None,
+) -> bool:
+    """Async twin of ``Model._save_table()``: UPDATE if possible, else INSERT."""
+    meta = cls._meta
+    pk_fields = meta.pk_fields
+    non_pks_non_generated = [
+        f for f in meta.local_concrete_fields if f not in pk_fields and not f.generated
+    ]
+
+    if update_fields:
+        non_pks_non_generated = [
+            f
+            for f in non_pks_non_generated
+            if f.name in update_fields or f.attname in update_fields
+        ]
+
+    if not self._is_pk_set(meta):
+        pk_val = meta.pk.get_pk_value_on_save(self)
+        setattr(self, meta.pk.attname, pk_val)
+    pk_set = self._is_pk_set(meta)
+    if not pk_set and (force_update or update_fields):
+        raise ValueError("Cannot force an update in save() with no primary key.")
+    updated = False
+    # Skip an UPDATE when adding an instance and primary key has a default.
+    if (
+        not raw
+        and not force_insert
+        and not force_update
+        and self._state.adding
+        and all(f.has_default() or f.has_db_default() for f in meta.pk_fields)
+    ):
+        force_insert = True
+    # If possible, try an UPDATE. If that doesn't update anything, do an INSERT.
+    if pk_set and not force_insert:
+        base_qs = native(cls._base_manager.using(using))
+        values = [
+            (
+                f,
+                None,
+                (getattr(self, f.attname) if raw else f.pre_save(self, False)),
+            )
+            for f in non_pks_non_generated
+        ]
+        forced_update = update_fields or force_update
+        pk_val = self._get_pk_val(meta)
+        updated = await _ado_update(
+            self, base_qs, using, pk_val, values, update_fields, forced_update
+        )
+        if force_update and not updated:
+            raise DatabaseError("Forced update did not affect any rows.")
+        if update_fields and not updated:
+            raise DatabaseError("Save with update_fields did not affect any rows.")
+    if not updated:
+        if meta.order_with_respect_to:
+            # If this is a model with an order_with_respect_to
+            # autopopulate the _order field
+            field = meta.order_with_respect_to
+            filter_args = field.get_filter_kwargs_for_object(self)
+            self._order = (
+                await native(cls._base_manager.using(using))
+                .filter(**filter_args)
+                .aaggregate(
+                    _order__max=Coalesce(
+                        ExpressionWrapper(
+                            Max("_order") + Value(1), output_field=IntegerField()
+                        ),
+                        Value(0),
+                    ),
+                )
+            )["_order__max"]
+        fields = [
+            f
+            for f in meta.local_concrete_fields
+            if not f.generated and (pk_set or f is not meta.auto_field)
+        ]
+        returning_fields = meta.db_returning_fields
+        results = await _ado_insert(
+            self, cls._base_manager, using, fields, returning_fields, raw
+        )
+        if results:
+            for value, field in zip(results[0], returning_fields, strict=False):
+                setattr(self, field.attname, value)
+    return updated
+
+
+async def _ado_update(
+    self: Any,
+    base_qs: Any,
+    using: str | None,
+    pk_val: Any,
+    values: Any,
+    update_fields: Any,
+    forced_update: Any,
+) -> bool:
+    """Async twin of ``Model._do_update()``."""
+    filtered = base_qs.filter(pk=pk_val)
+    if not values:
+        # Saving a model in an inheritance chain where update_fields targets
+        # no field of this model, or a model with just a PK: check that the
+        # PK still exists (Django's comment, shortened).
+        return update_fields is not None or bool(await filtered.aexists())
+    if self._meta.select_on_save and not forced_update:
+        return bool(
+            await filtered.aexists()
+            and (await filtered._aupdate(values) > 0 or await filtered.aexists())
+        )
+    return bool(await filtered._aupdate(values) > 0)
+
+
+async def _ado_insert(
+    self: Any,
+    manager: Any,
+    using: str | None,
+    fields: Any,
+    returning_fields: Any,
+    raw: bool,
+) -> list[Any]:
+    """Async twin of ``Model._do_insert()``."""
+    result: list[Any] = await native(manager)._ainsert(
+        [self],
+        fields=fields,
+        returning_fields=returning_fields,
+        using=using,
+        raw=raw,
+    )
+    return result
+
+
+async def adelete_object(
+    self: Any, using: str | None = None, keep_parents: bool = False
+) -> tuple[int, dict[str, int]]:
+    """Async twin of ``Model.delete()`` (part 1: no cascade, see deletion)."""
+    from async_db.models.deletion import Collector
+
+    if not self._is_pk_set():
+        raise ValueError(
+            f"{self._meta.object_name} object can't be deleted because its "
+            f"{self._meta.pk.attname} attribute is set to None."
+        )
+    using = using or router.db_for_write(self.__class__, instance=self)
+    collector = Collector(using=using, origin=self)
+    await collector.acollect([self], keep_parents=keep_parents)
+    return await collector.adelete()
+
+
+async def arefresh_object(
+    self: Any, using: str | None = None, fields: Any = None, from_queryset: Any = None
+) -> None:
+    """Async twin of ``Model.refresh_from_db()``."""
+    if fields is None:
+        self._prefetched_objects_cache = {}
+    else:
+        prefetched_objects_cache: Any = getattr(self, "_prefetched_objects_cache", ())
+        fields = set(fields)
+        for field in fields.copy():
+            if field in prefetched_objects_cache:
+                del prefetched_objects_cache[field]
+                fields.remove(field)
+        if not fields:
+            return
+        if any(LOOKUP_SEP in f for f in fields):
+            raise ValueError(
+                f'Found "{LOOKUP_SEP}" in fields argument. Relations and '
+                f"transforms are not allowed in fields."
+            )
+
+    if from_queryset is None:
+        hints = {"instance": self}
+        from_queryset = self.__class__._base_manager.db_manager(using, hints=hints)
+    elif using is not None:
+        from_queryset = from_queryset.using(using)
+
+    db_instance_qs = native(from_queryset).filter(pk=self.pk)
+
+    # Use provided fields, if not set then reload all non-deferred fields.
+    deferred_fields = self.get_deferred_fields()
+    if fields is not None:
+        db_instance_qs = db_instance_qs.only(*fields)
+    elif deferred_fields:
+        db_instance_qs = db_instance_qs.only(
+            *{
+                f.attname
+                for f in self._meta.concrete_fields
+                if f.attname not in deferred_fields
+            }
+        )
+
+    db_instance = await db_instance_qs.aget()
+    non_loaded_fields = db_instance.get_deferred_fields()
+    for field in self._meta.concrete_fields:
+        if field.attname in non_loaded_fields:
+            # This field wasn't refreshed - skip ahead.
+            continue
+        setattr(self, field.attname, getattr(db_instance, field.attname))
+        # Clear or copy cached foreign keys.
+        if field.is_relation:
+            if field.is_cached(db_instance):
+                field.set_cached_value(self, field.get_cached_value(db_instance))
+            elif field.is_cached(self):
+                field.delete_cached_value(self)
+
+    # Clear cached relations.
+    for rel in self._meta.related_objects:
+        if (fields is None or rel.name in fields) and rel.is_cached(self):
+            rel.delete_cached_value(self)
+
+    # Clear cached private relations.
+    for field in self._meta.private_fields:
+        if (
+            (fields is None or field.name in fields)
+            and field.is_relation
+            and field.is_cached(self)
+        ):
+            field.delete_cached_value(self)
+
+    self._state.db = db_instance._state.db
+
+
+class AsyncModelMixin:
+    """Native ``asave()``, ``adelete()`` and ``arefresh_from_db()`` for a model
+    that must keep another base class: ``class Book(AsyncModelMixin, Base)``
+    (before the model base), and declare ``objects = AsyncManager()``."""
+
+    async def asave(
+        self,
+        *args: Any,
+        force_insert: Any = False,
+        force_update: bool = False,
+        using: str | None = None,
+        update_fields: Any = None,
+    ) -> None:
+        """Async twin of ``Model.save()``: same SQL, on the task's connection."""
+        # RemovedInDjango60Warning (Django 6.0 drops positional arguments).
+        if args:
+            force_insert, force_update, using, update_fields = self._parse_save_params(  # type: ignore[attr-defined]
+                *args,
+                method_name="asave",
+                force_insert=force_insert,
+                force_update=force_update,
+                using=using,
+                update_fields=update_fields,
+            )
+        await _asave(self, force_insert, force_update, using, update_fields)
+
+    asave.alters_data = True  # type: ignore[attr-defined]
+
+    async def adelete(
+        self, using: str | None = None, keep_parents: bool = False
+    ) -> tuple[int, dict[str, int]]:
+        """Async twin of ``Model.delete()``: no cascade needed, or
+        ``NotSupportedError`` before any query (issue 12)."""
+        return await adelete_object(self, using=using, keep_parents=keep_parents)
+
+    adelete.alters_data = True  # type: ignore[attr-defined]
+
+    async def arefresh_from_db(
+        self, using: str | None = None, fields: Any = None, from_queryset: Any = None
+    ) -> None:
+        """Async twin of ``Model.refresh_from_db()``."""
+        await arefresh_object(
+            self, using=using, fields=fields, from_queryset=from_queryset
+        )
+
+
+class AsyncModel(AsyncModelMixin, models.Model):
+    """An abstract model with ``objects = AsyncManager()`` and native
+    ``asave()``, ``adelete()`` and ``arefresh_from_db()``."""
+
+    objects = AsyncManager()
+
+    class Meta:
+        abstract = True
