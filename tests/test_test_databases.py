@@ -171,9 +171,16 @@ def run_project(root: Path, plugin_args: list[str]) -> tuple[int, str, list[str]
         SEEN_FILE=str(seen),
     )
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v"]
-        + plugin_args
-        + ["test_shop.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-v",
+            *plugin_args,
+            "test_shop.py",
+        ],
         cwd=root,
         env=env,
         capture_output=True,
