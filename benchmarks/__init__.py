@@ -24,5 +24,5 @@ Scenarios: ``micro`` (our cursor against bare psycopg), ``latency``,
 ``fanout`` (sequential against ``gather``) and ``http`` (a Django site under
 uvicorn, async-db views against ORM views, ``benchmarks/http/``). Shared code:
 ``_harness`` (timing, statistics, tables, JSON), ``_env``, ``_contenders``,
-``_targets``, ``_plot``.
+``_summary`` (the closing summary), ``_plot``.
 """

@@ -1,5 +1,6 @@
-"""``python -m benchmarks``: run the benchmark scenarios, print their tables,
-the targets of issue 6, and write a JSON report and a plot.
+"""``python -m benchmarks``: run the benchmark scenarios, print their tables
+and a short plain summary of what they showed, and write a JSON report and a
+plot.
 
 The database is ``$ASYNC_DB_DSN`` when set, otherwise an embedded throwaway
 server (``async_db._embedded.database_dsn``). Three sizes: ``--quick`` (a CI
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from async_db._embedded import database_dsn
-from benchmarks import _targets, concurrency, fanout, latency, micro, transactions
+from benchmarks import _summary, concurrency, fanout, latency, micro, transactions
 from benchmarks import http as http_bench
 from benchmarks._env import setup_django
 from benchmarks._harness import (
@@ -244,9 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(load_line(load_before) + "\n")
     for result, seconds in results:
         print(report(result, config, seconds))
-    checks = _targets.checks([result for result, _ in results])
-    if checks:
-        print(_targets.render(checks))
+    summary = _summary.render([result for result, _ in results])
     payload: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
         "mode": config.mode,
@@ -256,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             next((r.server_version for r, _ in results if r.server_version), "")
         ),
         "scenarios": [result.to_json(config) for result, _ in results],
-        "targets": _targets.to_json(checks),
+        "summary": _summary.lines([result for result, _ in results]),
     }
     write_json(args.json, payload)
     print(f"wrote {args.json}")
@@ -270,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{config.mode} run, {env['cpus']} CPUs, Python {env['python']}",
             )
             print(f"wrote {args.plot}")
+    if summary:
+        print(f"\n{summary}", end="")
     failed = [result.scenario for result, _ in results if isinstance(result, Failed)]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

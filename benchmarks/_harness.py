@@ -320,7 +320,7 @@ def round_ratios(
     """Per contender, the median over rounds of ``sample_r / reference_r``
     (``reference_r / sample_r`` with ``invert``: speed from times). Each
     round ran every contender back to back, so drift between rounds cancels
-    out of these ratios: the figure the tables and the targets use."""
+    out of these ratios: the figure the tables and the summary use."""
     base = samples[reference]
     out = {}
     for name, values in samples.items():
@@ -511,7 +511,7 @@ class ScenarioResult:
     are any other tables, printed after them; ``method`` is the one line that
     says how the scenario measured (default: ``micro``'s rounds x batch);
     ``notes`` are printed under the tables; ``data`` is the scenario's raw
-    results for the JSON file (and for the targets).
+    results for the JSON file (and for the summary).
     """
 
     scenario: str

@@ -330,7 +330,7 @@ def to_data(results: dict[int, dict[str, Record]], levels: Sequence[Level]) -> A
             "waves": level.waves,
             "rounds": len(next(r for r in records.values() if not r.skipped).samples),
             "contenders": {name: rec.to_json() for name, rec in records.items()},
-            # Per-round ratios (the tables' and targets' figure), then the
+            # Per-round ratios (the tables' and the summary's figure), then the
             # ratios of the medians.
             "speed_vs_reference": _ratios(records, REFERENCE),
             "speed_vs_django": _ratios(records, DJANGO_BASELINE),

@@ -5,8 +5,8 @@ Issue 6, scenario 5. Two pairs of views of the example site
 HTTP on loopback: a point lookup (async-db cursor vs ``Item.objects.aget``)
 and a short transaction (``async_atomic`` vs ``transaction.atomic`` through
 ``sync_to_async``). Reported per view: requests/s, p50 and p99 latency,
-errors, and the peak number of server backends; the target is async-db at
-least 3x the ORM's requests/s with a lower p99.
+errors, and the peak number of server backends, and the ratio of async-db's
+requests/s to the ORM's.
 
 ``run(dsn, config)`` returns an :class:`~benchmarks.http._results.HttpResult`,
 which has what ``python -m benchmarks`` needs of a result (``scenario``,

@@ -2,10 +2,10 @@
 
 The database is ``$ASYNC_DB_DSN`` when set, otherwise an embedded throwaway
 server (``async_db._embedded.database_dsn``); the servers get the DSN through
-their environment, so a Unix-socket DSN works too. Prints the table, the
-targets line and the wall time; exits 1 if the run was not clean (failed
-requests, leaked backends, a server that did not shut down cleanly or logged
-an error), whether or not the targets were met.
+their environment, so a Unix-socket DSN works too. Prints the table, a
+one-sentence summary and the wall time; exits 1 if the run was not clean
+(failed requests, leaked backends, a server that did not shut down cleanly or
+logged an error).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from async_db._embedded import database_dsn
+from benchmarks._summary import http as summary_lines
 from benchmarks.http._loadgen import TOOLS
 from benchmarks.http._runner import DEFAULT, FULL, QUICK, HttpConfig, run
 
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = asyncio.run(run(dsn, config))
     wall = time.perf_counter() - start
     print(result.report())
+    for line in summary_lines(result):
+        print(f"summary: {line}")
     print(f"wall time: {wall:.1f}s")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

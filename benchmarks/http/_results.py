@@ -1,4 +1,4 @@
-"""What the HTTP scenario measured, its statistics, table, targets and JSON.
+"""What the HTTP scenario measured, its statistics, table, summary and JSON.
 
 One :class:`Sample` per timed load run; an :class:`EndpointResult` per view
 (its samples over the rounds, summarised by medians); a :class:`PairResult`
@@ -21,9 +21,6 @@ from benchmarks.http._loadgen import LoadResult
 #: Contender names: ours, and the baseline every ratio is taken against.
 OURS = "async-db"
 BASELINE = "orm"
-#: The target of issue 6: at least this many times the ORM's requests/s...
-TARGET_SPEEDUP = 3.0
-# ... with a lower p99 latency.
 
 
 @dataclass(frozen=True)
@@ -137,21 +134,6 @@ class PairResult:
     def p99_ratio(self) -> float:
         return self.ours.p99_ms / self.baseline.p99_ms
 
-    @property
-    def target_met(self) -> bool:
-        return (
-            self.speedup >= TARGET_SPEEDUP
-            and self.ours.p99_ms < self.baseline.p99_ms
-            and self.ours.errors == 0
-        )
-
-    def target_text(self) -> str:
-        verdict = "met" if self.target_met else "NOT met"
-        return (
-            f"{self.workload} {self.speedup:.2f}x req/s, p99 {self.ours.p99_ms:.1f} "
-            f"vs {self.baseline.p99_ms:.1f} ms: {verdict}"
-        )
-
     def to_json(self) -> dict[str, Any]:
         paired = self.paired_speedups
         return {
@@ -159,11 +141,6 @@ class PairResult:
             "speedup_of_medians": self.speedup,
             "paired_speedup": asdict(Spread.of(paired)) if paired else None,
             "p99_ratio": self.p99_ratio,
-            "target": {
-                "min_speedup": TARGET_SPEEDUP,
-                "lower_p99": True,
-                "met": self.target_met,
-            },
             OURS: self.ours.to_json(),
             BASELINE: self.baseline.to_json(),
         }
@@ -174,7 +151,8 @@ class HttpResult:
     """The whole run. ``scenario``, ``title``, ``server_version``,
     ``comparisons`` and ``to_json(config)`` follow ``_harness.ScenarioResult``
     so that ``python -m benchmarks`` can print and save it like any scenario;
-    :meth:`table` and :meth:`targets_line` are the full report."""
+    :meth:`header`, :meth:`table` and :meth:`health_line` are the full
+    report."""
 
     scenario: str
     title: str
@@ -296,12 +274,6 @@ class HttpResult:
                     out.append(" " * (widths[0] + 2) + note)
         return "\n".join(out)
 
-    def targets_line(self) -> str:
-        return (
-            f"targets ({OURS} >= {TARGET_SPEEDUP:g}x the ORM's req/s with a lower "
-            f"p99): " + "; ".join(pair.target_text() for pair in self.pairs)
-        )
-
     def health_line(self) -> str:
         exits = ", ".join(f"{name} {code}" for name, code in self.server_exits.items())
         log_errors = sum(len(lines) for lines in self.server_log_errors.values())
@@ -311,8 +283,7 @@ class HttpResult:
         )
 
     def report(self) -> str:
-        parts = [self.header(), "", self.table(), "", self.targets_line()]
-        parts.append(self.health_line())
+        parts = [self.header(), "", self.table(), "", self.health_line()]
         for name, lines in self.server_log_errors.items():
             parts.extend(f"  {name} log: {text}" for text in lines[:10])
         return "\n".join(parts) + "\n"
@@ -339,7 +310,6 @@ class HttpResult:
             },
             "results": [pair.to_json() for pair in self.pairs],
             "reference": None if self.reference is None else self.reference.to_json(),
-            "targets_met": all(pair.target_met for pair in self.pairs),
             "leaked_backends": self.leaked_backends,
             "server_exits": self.server_exits,
             "server_log_errors": self.server_log_errors,

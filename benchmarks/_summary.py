@@ -1,0 +1,220 @@
+"""The run's closing summary: what the figures showed, in plain sentences.
+
+Who is faster, by how much, on what ("Point lookups, 100 concurrent tasks:
+async-db 3.1x sync_to_async, 0.86x a raw psycopg pool"). Figures only, no
+verdicts: a ratio is the median of the per-round ratios (each round ran every
+contender back to back, so drift between rounds cancels out), as in the
+tables above it. Each scenario adds its sentences when it ran; one that did
+not run (or failed) adds none.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from benchmarks._env import ASYNCPG, ORM, OURS, PSYCOPG, SYNC
+from benchmarks._harness import BASELINE as MICRO_BASELINE
+from benchmarks._harness import OURS as MICRO_OURS
+from benchmarks._harness import Result, ScenarioResult
+
+#: How a contender is named in a sentence ("3.1x sync_to_async").
+PHRASE = {
+    SYNC: "sync_to_async",
+    ORM: "the ORM's aget()",
+    PSYCOPG: "a raw psycopg pool",
+    ASYNCPG: "an asyncpg pool",
+}
+#: The order in which the others are compared with async-db.
+OTHERS = (SYNC, ORM, PSYCOPG, ASYNCPG)
+
+HEADER = (
+    "summary: what this run showed (async-db with a pool; 2.00x: twice the "
+    "other's throughput; medians of per-round ratios, which move by about 10% "
+    "from run to run on a shared machine)"
+)
+
+
+def _ratios(pairs: Mapping[str, float | None]) -> str:
+    shown = [
+        f"{ratio:.2f}x {PHRASE[name]}"
+        for name in OTHERS
+        if (ratio := pairs.get(name)) is not None
+    ]
+    return ", ".join(shown)
+
+
+def _per_round(ours: Sequence[float], other: Sequence[float]) -> float | None:
+    """Median over rounds of ``ours_r / other_r`` (None without samples)."""
+    pairs = [o / b for o, b in zip(ours, other, strict=False) if b]
+    return statistics.median(pairs) if pairs else None
+
+
+def concurrency(data: Mapping[str, Any]) -> list[str]:
+    out = []
+    peaks, failed = [], 0
+    for level in data.get("levels", []):
+        ours = level["contenders"].get(OURS, {})
+        if "throughput" not in ours:
+            continue
+        peaks.append(ours["peak_backends"])
+        failed += ours["failed_tasks"]
+        k = level["tasks"]
+        tasks = "1 task" if k == 1 else f"{k:,} concurrent tasks"
+        ratios = {
+            name: ratio
+            for name, ratio in level["ours_vs"].items()
+            if name != OURS and "throughput" in level["contenders"].get(name, {})
+        }
+        out.append(f"Point lookups, {tasks}: async-db {_ratios(ratios)}.")
+    if peaks:
+        out.append(
+            f"Point lookups, every K: async-db used at most {max(peaks)} server "
+            f"connections (its pool holds {data.get('pool_size', '?')}); "
+            f"{failed} tasks failed."
+        )
+    return out
+
+
+def transactions(data: Mapping[str, Any]) -> list[str]:
+    contenders = data.get("contenders", {})
+    if OURS not in contenders:
+        return []
+    ours = contenders[OURS]["rate"]["samples"]
+    ratios = {
+        name: _per_round(ours, values["rate"]["samples"])
+        for name, values in contenders.items()
+        if name != OURS
+    }
+    return [
+        f"Short transactions (insert + update), {data['tasks']} concurrent tasks: "
+        f"async-db {_ratios(ratios)}."
+    ]
+
+
+def fanout(data: Mapping[str, Any]) -> list[str]:
+    contenders = data.get("contenders", {})
+    if OURS not in contenders:
+        return []
+
+    def ms(name: str, mode: str) -> str:
+        return f"{contenders[name][mode]['median']:.1f} ms"
+
+    line = (
+        f"{data['queries']} independent 10 ms queries in one request: "
+        f"{ms(OURS, 'gather')} with async-db's gather against "
+        f"{ms(OURS, 'sequential')} one after the other"
+    )
+    if SYNC in contenders:
+        line += (
+            f"; sync_to_async's gather takes {ms(SYNC, 'gather')} (its queries "
+            "queue on Django's one thread)"
+        )
+    return [line + "."]
+
+
+def latency(data: Mapping[str, Any]) -> list[str]:
+    out = []
+    for query, entry in data.get("queries", {}).items():
+        contenders = entry["contenders"]
+        if OURS not in contenders:
+            continue
+        # Times per query: speed is other_time / ours_time.
+        ours = contenders[OURS]["samples"]
+        speeds = {
+            name: _per_round(values["samples"], ours)
+            for name, values in contenders.items()
+            if name != OURS
+        }
+        phrase = {**speeds}
+        if PSYCOPG in phrase:
+            # One held connection here, not a pool.
+            phrase["bare psycopg"] = phrase.pop(PSYCOPG)
+        shown = ", ".join(
+            f"{ratio:.2f}x {PHRASE.get(name, name)}"
+            for name in (SYNC, ORM, "bare psycopg", ASYNCPG)
+            if (ratio := phrase.get(name)) is not None
+        )
+        out.append(f"Sequential round trips ({query}), one task: async-db {shown}.")
+    return out
+
+
+def micro(result: ScenarioResult) -> list[str]:
+    parts = []
+    for comparison in result.comparisons:
+        samples = comparison.samples
+        if MICRO_OURS not in samples or MICRO_BASELINE not in samples:
+            continue
+        ours, base = samples[MICRO_OURS], samples[MICRO_BASELINE]
+        extra = statistics.median(o - b for o, b in zip(ours, base, strict=True))
+        parts.append(f"{extra:+.1f} us per query ({comparison.query})")
+    if not parts:
+        return []
+    return [
+        "Cursor cost, one held connection: async-db's cursor against bare "
+        f"psycopg's, {', '.join(parts)}."
+    ]
+
+
+def http(result: Any) -> list[str]:
+    pairs = getattr(result, "pairs", [])
+    if not pairs:
+        return []
+    parts = [
+        f"{pair.speedup:.2f}x for a {pair.workload} (p99 {pair.ours.p99_ms:.0f} "
+        f"against {pair.baseline.p99_ms:.0f} ms)"
+        for pair in pairs
+    ]
+    connections = result.settings.get("connections", "?")
+    line = (
+        f"Django views over HTTP (uvicorn, {connections} connections), requests/s "
+        f"against the ORM's async views: async-db {', '.join(parts)}"
+    )
+    reference = result.reference
+    lookup = pairs[0].baseline.rps.median
+    if reference is not None and lookup:
+        line += (
+            f"; a view with no database serves {reference.rps.median / lookup:.2f}x "
+            "the ORM lookup (Django's and uvicorn's own ceiling)"
+        )
+    return [line + "."]
+
+
+def _data(fn: Callable[[Mapping[str, Any]], list[str]]) -> Callable[[Any], list[str]]:
+    def read(result: Any) -> list[str]:
+        return fn(result.data) if isinstance(result, ScenarioResult) else []
+
+    return read
+
+
+#: scenario name -> its sentences, in the order they are printed.
+SENTENCES: dict[str, Callable[[Any], list[str]]] = {
+    "concurrency": _data(concurrency),
+    "transactions": _data(transactions),
+    "fanout": _data(fanout),
+    "http": http,
+    "latency": _data(latency),
+    "micro": lambda r: micro(r) if isinstance(r, ScenarioResult) else [],
+}
+
+
+def lines(results: Sequence[Result]) -> list[str]:
+    """The summary's sentences for the scenarios that ran."""
+    by_name = {result.scenario: result for result in results}
+    out: list[str] = []
+    for name, sentences in SENTENCES.items():
+        if name in by_name:
+            out.extend(sentences(by_name[name]))
+    return out
+
+
+def render(results: Sequence[Result]) -> str:
+    """The closing section ("" when no scenario gave a sentence)."""
+    found = lines(results)
+    if not found:
+        return ""
+    return "\n".join([HEADER, *(f"- {line}" for line in found)]) + "\n"
+
+
+__all__ = ["lines", "render"]
