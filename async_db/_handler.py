@@ -37,7 +37,9 @@ class AsyncConnectionHandler:
     def __init__(self, settings: dict[str, dict[str, Any]] | None = None) -> None:
         self._settings = settings
         #: One pool per alias, shared by every task using this handler.
-        self.pools = PoolRegistry()
+        #: The pools of every alias, one per event loop; a loop's pools close
+        #: when it ends, after its releases in flight have finished.
+        self.pools = PoolRegistry(before_loop_close=_storage.wait_released)
         # Backend class per alias: every new task creates wrappers.
         self._backends: dict[str, type[BaseAsyncDatabaseWrapper]] = {}
 

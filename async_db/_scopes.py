@@ -44,11 +44,9 @@ class new_connections:
         # is cancelled, the task is back on its previous wrappers.
         connections = self._entered.pop().exit()
         if connections:
-            release = asyncio.ensure_future(_storage.release_connections(connections))
+            release = _storage.start_release(asyncio.get_running_loop(), connections)
             # Shield the release and nothing else: a cancelled caller must not
             # strand the scope's connections (the task keeps running).
-            _storage._releasing.add(release)
-            release.add_done_callback(_storage._releasing.discard)
             await asyncio.shield(release)
 
     def __call__(self, func: F) -> F:

@@ -20,13 +20,21 @@ The rules (DESIGN.md, "Handler and scoping"):
    are explicitly independent.
 4. **Released when the task ends.** The task's base scope registers a done
    callback on the task; when the task finishes (result, error, cancellation)
-   its connections are closed or returned to their pool.
+   its connections are closed or returned to their pool. A pending task that
+   is garbage-collected (dropped without being awaited or cancelled: asyncio
+   keeps only weak references to tasks) never finishes; a finalizer on the
+   task releases its connections then (rolled back first) and warns with a
+   ``ResourceWarning`` naming the task and the aliases. Nothing here keeps a
+   task alive: scopes, wrappers and transaction marks refer to it weakly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import warnings
+import weakref
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -41,10 +49,11 @@ logger = logging.getLogger("async_db")
 
 #: (handler, alias) -> wrapper, for the current task and scope.
 _scope_var: ContextVar[Scope | None] = ContextVar("async_db_scope", default=None)
-#: (handler, alias) -> task that has a transaction open on it (spawn-time marker).
-_open_transactions: ContextVar[Mapping[tuple[object, str], asyncio.Task[Any]]] = (
-    ContextVar("async_db_open_transactions", default=MappingProxyType({}))
-)
+#: (handler, alias) -> task that has a transaction open on it (spawn-time
+#: marker), held weakly.
+_open_transactions: ContextVar[
+    Mapping[tuple[object, str], weakref.ref[asyncio.Task[Any]]]
+] = ContextVar("async_db_open_transactions", default=MappingProxyType({}))
 #: Release tasks in flight, referenced so they are never garbage collected.
 _releasing: set[asyncio.Task[None]] = set()
 
@@ -53,11 +62,18 @@ class Scope:
     """The connections one task uses in one scope (its base scope, or one
     ``new_connections()`` block). Only ``task`` ever mutates it."""
 
-    __slots__ = ("connections", "task")
+    __slots__ = ("_task", "connections", "finalizer", "loop")
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
+        self._task = weakref.ref(task)
+        self.loop = task.get_loop()
         self.connections: dict[tuple[object, str], BaseAsyncDatabaseWrapper] = {}
+        #: Releases the connections if the task is collected unfinished.
+        self.finalizer: weakref.finalize[Any, Any] | None = None
+
+    @property
+    def task(self) -> asyncio.Task[Any] | None:
+        return self._task()
 
     def pop_all(self) -> list[BaseAsyncDatabaseWrapper]:
         """Forget every connection (before releasing them, so a cancelled
@@ -88,6 +104,10 @@ def task_scope(task: asyncio.Task[Any]) -> Scope:
         scope = Scope(task)
         _scope_var.set(scope)
         task.add_done_callback(lambda _task: release_at_task_end(scope))
+        scope.finalizer = weakref.finalize(
+            task, release_collected_task, scope, task.get_name()
+        )
+        scope.finalizer.atexit = False
     return scope
 
 
@@ -103,16 +123,18 @@ def existing_scope() -> Scope | None:
     return scope
 
 
-def open_transactions() -> Mapping[tuple[object, str], asyncio.Task[Any]]:
+def open_transactions() -> dict[tuple[object, str], asyncio.Task[Any]]:
     """Every (handler, alias) with a transaction open, as seen by this context
     (a worker thread of ``sync_to_async`` sees its caller's)."""
-    return _open_transactions.get()
+    marks = {key: ref() for key, ref in _open_transactions.get().items()}
+    return {key: task for key, task in marks.items() if task is not None}
 
 
 def transaction_owner(key: tuple[object, str]) -> asyncio.Task[Any] | None:
     """The task that had a transaction open on ``key`` when this context was
     copied (or set), if any."""
-    return _open_transactions.get().get(key)
+    ref = _open_transactions.get().get(key)
+    return None if ref is None else ref()
 
 
 def note_transaction(wrapper: BaseAsyncDatabaseWrapper, is_open: bool) -> None:
@@ -123,10 +145,12 @@ def note_transaction(wrapper: BaseAsyncDatabaseWrapper, is_open: bool) -> None:
         return
     key = (wrapper.handler, wrapper.alias)
     marks = _open_transactions.get()
+    mark = marks.get(key)
+    marked = None if mark is None else mark()
     if is_open:
-        if marks.get(key) is not owner:
-            _open_transactions.set(MappingProxyType({**marks, key: owner}))
-    elif marks.get(key) is owner:
+        if marked is not owner:
+            _open_transactions.set(MappingProxyType({**marks, key: weakref.ref(owner)}))
+    elif marked is owner:
         _open_transactions.set(
             MappingProxyType({k: v for k, v in marks.items() if k != key})
         )
@@ -153,23 +177,67 @@ def release_at_task_end(scope: Scope) -> None:
     Unpooled connections are closed right here, synchronously, so nothing is
     left for a loop that is about to stop (``asyncio.run`` cancels pending
     tasks). Pooled ones need I/O to go back to their pool: a release task does
-    it, referenced in ``_releasing`` until it is done.
+    it (see :func:`start_release`).
     """
+    if scope.finalizer is not None:
+        scope.finalizer.detach()
     pending = [conn for conn in scope.pop_all() if not conn.close_now()]
-    if not pending:
+    if pending:
+        start_release(scope.loop, pending)
+
+
+def release_collected_task(scope: Scope, name: str) -> None:
+    """Finalizer of a task collected before it finished: its done callbacks
+    never run, so release its connections here (any thread, no await):
+    unpooled ones are closed (the server rolls back), pooled ones are rolled
+    back and returned by a release task on their loop. Then warn."""
+    connections = scope.pop_all()
+    if not connections:
         return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # pragma: no cover - done callbacks run on the loop
-        return
-    release = loop.create_task(release_connections(pending))
+    pending = [conn for conn in connections if not conn.close_now()]
+    if pending and not scope.loop.is_closed():
+        scope.loop.call_soon_threadsafe(start_release, scope.loop, pending)
+    aliases = ", ".join(sorted({f"'{conn.alias}'" for conn in connections}))
+    warnings.warn(
+        f"Task {name!r} was garbage-collected before it finished, while it held "
+        f"connections to database {aliases}; they were rolled back and "
+        f"released. Keep a reference to every task you create, and await or "
+        f"cancel it.",
+        ResourceWarning,
+        stacklevel=1,
+    )
+
+
+def start_release(
+    loop: asyncio.AbstractEventLoop, connections: list[BaseAsyncDatabaseWrapper]
+) -> asyncio.Task[None]:
+    """Release ``connections`` in a task of ``loop``, referenced until done.
+
+    The release finishes even if that task is cancelled: ``asyncio.run``
+    cancels every task at the end, ours too, sometimes before it has started.
+    What it had not released yet then goes to a fresh task, which the loop
+    still runs before its pools close (the pools wait for releases).
+    """
+    release = loop.create_task(release_connections(connections))
     _releasing.add(release)
-    release.add_done_callback(_releasing.discard)
+    release.add_done_callback(functools.partial(_release_done, connections))
+    return release
+
+
+def _release_done(
+    connections: list[BaseAsyncDatabaseWrapper], release: asyncio.Task[None]
+) -> None:
+    _releasing.discard(release)
+    loop = release.get_loop()
+    if release.cancelled() and connections and not loop.is_closed():
+        start_release(loop, connections)
 
 
 async def release_connections(connections: list[BaseAsyncDatabaseWrapper]) -> None:
-    """Close (return) every connection; one failure doesn't stop the others."""
-    for conn in connections:
+    """Close (return) every connection; one failure doesn't stop the others.
+    Each is taken off ``connections`` before its release starts."""
+    while connections:
+        conn = connections.pop(0)
         try:
             await conn.release()
         except Exception as exc:
@@ -177,10 +245,14 @@ async def release_connections(connections: list[BaseAsyncDatabaseWrapper]) -> No
 
 
 async def wait_released() -> None:
-    """Wait until every release started at task end has finished (tests,
+    """Wait until every release started in this loop has finished (tests,
     shutdown code that wants a quiet pool before closing it)."""
-    while _releasing:
-        await asyncio.gather(*list(_releasing), return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        mine = [task for task in list(_releasing) if task.get_loop() is loop]
+        if not mine:
+            return
+        await asyncio.gather(*mine, return_exceptions=True)
 
 
 def iter_scope(

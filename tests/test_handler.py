@@ -410,27 +410,49 @@ async def test_foreign_task_is_a_clear_error(handler: Any) -> None:
     assert conn.connection is None
 
 
-async def test_pool_from_a_second_running_loop(handler: Any) -> None:
-    await handler["pooled"].ensure_connection()
+async def test_pool_from_a_second_running_loop(handler: Any, observer: Any) -> None:
+    # Threaded WSGI servers run each async view in a loop of its own, several
+    # at once: each running loop gets a pool of its own, closed with its loop.
+    conn = handler["pooled"]
+    await conn.ensure_connection()
+    first_pool = handler.pools.peek("pooled")
     import threading
 
-    outcome: list[BaseException | None] = []
+    outcome: list[Any] = []
 
     def other_loop() -> None:
-        async def use() -> None:
-            await handler["pooled"].ensure_connection()
+        async def use() -> tuple[Any, int]:
+            other = handler["pooled"]
+            async with other.cursor() as cursor:
+                await cursor.execute("SELECT pg_backend_pid()")
+                (pid,) = await cursor.fetchone()
+            return handler.pools.peek("pooled"), pid
 
         try:
-            asyncio.run(use())
-            outcome.append(None)
+            outcome.append(asyncio.run(use()))
         except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=other_loop)
     thread.start()
     await asyncio.to_thread(thread.join, 10)
-    assert isinstance(outcome[0], ProgrammingError)
-    assert "another running event loop" in str(outcome[0])
+    other_pool, other_pid = outcome[0]
+    assert other_pool is not first_pool
+    # The other loop ended: its pool closed with it, and its connection too.
+    assert other_pool.closed
+    pids = observer.execute(
+        "SELECT pid FROM pg_stat_activity WHERE pid = %s", [other_pid]
+    ).fetchall()
+    deadline = asyncio.get_running_loop().time() + 5
+    while pids and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+        pids = observer.execute(
+            "SELECT pid FROM pg_stat_activity WHERE pid = %s", [other_pid]
+        ).fetchall()
+    assert pids == []
+    # This loop's pool is untouched and still serves this task.
+    assert handler.pools.peek("pooled") is first_pool and not first_pool.closed
+    assert await conn.is_usable()
     await handler.close_all()
 
 

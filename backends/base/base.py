@@ -15,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import inspect
+import itertools
 import logging
+import os
 import time
+import weakref
 import zoneinfo
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -130,8 +133,10 @@ class BaseAsyncDatabaseWrapper:
         self.connection: Any = None
         self.settings_dict = settings_dict
         self.alias = alias
-        #: The task allowed to run queries on this wrapper (None: any task).
-        self.owner = owner
+        # The task allowed to run queries on this wrapper (None: any task),
+        # weakly: a wrapper must not keep its task alive (a task collected
+        # while it holds a connection is released by the handler).
+        self._owner = None if owner is None else weakref.ref(owner)
         #: The handler that created this wrapper, if any. The wrapper tells it
         #: when a transaction opens or closes (``note_transaction``), so the
         #: handler can apply its spawned-task rule; the backends never import
@@ -169,7 +174,6 @@ class BaseAsyncDatabaseWrapper:
             list[tuple[set[str | None], OnCommitCallback, bool]] | None
         ) = None
         self.execute_wrappers: list[ExecuteWrapper] = []
-        self._named_cursor_idx = 0
 
         # Serialises connect() so concurrent ensure_connection() opens one
         # connection; created lazily because a lock binds to a running loop.
@@ -350,13 +354,12 @@ class BaseAsyncDatabaseWrapper:
         return self._make_cursor(None)
 
     def chunked_cursor(self) -> AsyncCursorWrapper:
-        """A cursor that streams rows from the server (a named cursor)."""
-        return self._make_cursor(self._next_cursor_name())
-
-    def _next_cursor_name(self) -> str:
-        # Unique per connection, which is all a server-side cursor name needs.
-        self._named_cursor_idx += 1
-        return f"_async_db_curs_{id(self):x}_{self._named_cursor_idx}"
+        """A cursor that streams rows from the server (a named cursor), or a
+        plain one with ``DISABLE_SERVER_SIDE_CURSORS`` (as Django, for
+        transaction-mode poolers)."""
+        if self.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+            return self._make_cursor(None)
+        return self._make_cursor(_next_cursor_name())
 
     def _make_cursor(self, name: str | None) -> AsyncCursorWrapper:
         return self._cursor_class()(self, name)
@@ -610,13 +613,27 @@ class BaseAsyncDatabaseWrapper:
 
     # ##### Task ownership #####
 
+    @property
+    def owner(self) -> asyncio.Task[Any] | None:
+        """The task this wrapper belongs to (None: unbound, or collected)."""
+        ref = self._owner
+        return None if ref is None else ref()
+
+    @owner.setter
+    def owner(self, task: asyncio.Task[Any] | None) -> None:
+        self._owner = None if task is None else weakref.ref(task)
+
     def validate_task_sharing(self) -> None:
         """Raise ``DatabaseError`` when used from a task other than the owner."""
-        owner = self.owner
-        if owner is not None and asyncio.current_task() is not owner:
+        ref = self._owner
+        if ref is None:
+            return
+        owner = ref()
+        if asyncio.current_task() is not owner:
+            name = "a task that no longer exists" if owner is None else owner.get_name()
             raise DatabaseError(
                 f"The connection '{self.alias}' belongs to another task "
-                f"({owner.get_name()}) and cannot be used from "
+                f"({name}) and cannot be used from "
                 f"{_describe_current_task()}. Each task gets its own connection "
                 f"from async_connections['{self.alias}']."
             )
@@ -665,6 +682,15 @@ class BaseAsyncDatabaseWrapper:
             yield
         finally:
             self.execute_wrappers.pop()
+
+
+#: Server-side cursor names: unique in the process, like Django's (a pooled
+#: connection serves many wrappers, so a per-wrapper counter would repeat).
+_cursor_ids = itertools.count(1)
+
+
+def _next_cursor_name() -> str:
+    return f"_async_db_curs_{os.getpid()}_{next(_cursor_ids)}"
 
 
 async def _run_commit_hook(

@@ -16,6 +16,7 @@ import functools
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
@@ -38,6 +39,10 @@ class AsyncCursorWrapper:
         self.cursor: Any = None
         self._name = name
         self._arraysize: int | None = None
+        #: Rows fetched ahead by ``async for`` and not yet returned.
+        self._ahead: deque[Any] | None = None
+        #: Rows per round trip when iterating (psycopg's server cursors' default).
+        self.itersize = 100
 
     def __repr__(self) -> str:
         state = "unopened" if self.cursor is None else "open"
@@ -135,10 +140,12 @@ class AsyncCursorWrapper:
             await self._execute_with_wrappers(sql, params, False, self._execute)
             return self
         # The hot path, inlined: _execute() without its coroutine frame.
+        if self._ahead is not None:
+            self._ahead = None
         cursor = self.cursor
         if cursor is None:
             cursor = await self._open()
-        if db.owner is not None:
+        if db._owner is not None:
             db.validate_task_sharing()
         if db.needs_rollback:
             db.validate_no_broken_transaction()
@@ -159,11 +166,12 @@ class AsyncCursorWrapper:
             await self._executemany(sql, param_list)
 
     async def _execute(self, sql: Any, params: Params, *ignored: Any) -> None:
+        self._ahead = None
         cursor = self.cursor
         if cursor is None:
             cursor = await self._open()
         db = self.db
-        if db.owner is not None:
+        if db._owner is not None:
             db.validate_task_sharing()
         db.validate_no_broken_transaction()
         try:
@@ -182,7 +190,7 @@ class AsyncCursorWrapper:
         if cursor is None:
             cursor = await self._open()
         db = self.db
-        if db.owner is not None:
+        if db._owner is not None:
             db.validate_task_sharing()
         db.validate_no_broken_transaction()
         try:
@@ -207,6 +215,8 @@ class AsyncCursorWrapper:
     # ##### Fetching #####
 
     async def fetchone(self) -> Any:
+        if self._ahead:
+            return self._ahead.popleft()
         cursor = self.cursor or self._require_cursor()
         try:
             return await cursor.fetchone()
@@ -215,6 +225,8 @@ class AsyncCursorWrapper:
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
         """Fetch up to ``size`` rows (``arraysize`` when omitted)."""
+        if self._ahead:
+            return self._take_ahead(size or self.arraysize)
         cursor = self.cursor or self._require_cursor()
         try:
             rows: list[Any] = await cursor.fetchmany(size or 0)
@@ -223,21 +235,40 @@ class AsyncCursorWrapper:
         return rows
 
     async def fetchall(self) -> list[Any]:
+        ahead = self._take_ahead(None) if self._ahead else []
         cursor = self.cursor or self._require_cursor()
         try:
             rows: list[Any] = await cursor.fetchall()
         except self.db.Database.Error as exc:
             raise self.db.translate_error(exc) from exc
-        return rows
+        return ahead + rows if ahead else rows
+
+    def _take_ahead(self, size: int | None) -> list[Any]:
+        ahead = self._ahead
+        assert ahead is not None
+        if size is None or size >= len(ahead):
+            rows = list(ahead)
+            ahead.clear()
+            return rows
+        return [ahead.popleft() for _ in range(size)]
 
     def __aiter__(self) -> AsyncCursorWrapper:
         return self
 
     async def __anext__(self) -> Any:
-        row = await self.fetchone()
-        if row is None:
-            raise StopAsyncIteration
-        return row
+        """The next row; rows are fetched ``itersize`` at a time, so a
+        server-side cursor costs one round trip per batch, not per row."""
+        ahead = self._ahead
+        if not ahead:
+            cursor = self.cursor or self._require_cursor()
+            try:
+                rows = await cursor.fetchmany(self.itersize)
+            except self.db.Database.Error as exc:
+                raise self.db.translate_error(exc) from exc
+            if not rows:
+                raise StopAsyncIteration
+            ahead = self._ahead = deque(rows)
+        return ahead.popleft()
 
     def _require_cursor(self) -> Any:
         cursor = self.cursor

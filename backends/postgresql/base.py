@@ -10,7 +10,9 @@ Django's backend returns them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import psycopg
@@ -26,10 +28,15 @@ from psycopg.pq import Format, TransactionStatus
 
 from async_db.backends.base.base import BaseAsyncDatabaseWrapper, django_setting
 from async_db.backends.base.pools import PoolTimeout
+from async_db.backends.postgresql.pool import AsyncDatabasePool
 
 TIMESTAMPTZ_OID = adapters.types["timestamptz"].oid
 #: PostgreSQL's NAMEDATALEN - 1 (Django's ``ops.max_name_length()``).
 MAX_NAME_LENGTH = 63
+#: psycopg_pool's default min_size; lowered to max_size when that is smaller.
+DEFAULT_MIN_SIZE = 4
+
+logger = logging.getLogger("async_db")
 
 
 class AsyncClientCursor(psycopg.AsyncClientCursor[Any]):
@@ -54,7 +61,9 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
 
     isolation_level: IsolationLevel | None = None
     #: The pool the current connection came from (None: unpooled).
-    _connection_pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+    _connection_pool: AsyncDatabasePool | None = None
+    #: Whether a server-side cursor was opened on the current checkout.
+    _held_cursors: bool = False
     #: Whether cursors need their own time zone loader (per connection).
     _cursor_tz_differs: bool | None = None
 
@@ -143,12 +152,7 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         try:
             connection = await pool.getconn()
         except psycopg_pool.PoolTimeout as exc:
-            waiting = pool.get_stats().get("requests_waiting", 0)
-            raise PoolTimeout(
-                f"Database '{self.alias}': no connection available from its pool "
-                f"(max_size={pool.max_size}) within {pool.timeout:.2f} seconds; "
-                f"{waiting} other requests waiting."
-            ) from exc
+            raise self._pool_timeout(pool) from exc
         # No await between getconn() and here: connect() stores the returned
         # connection on the wrapper before anything else can be cancelled.
         self._connection_pool = pool
@@ -172,7 +176,26 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
             )
         return dict(options)
 
-    def _make_pool(self) -> psycopg_pool.AsyncConnectionPool[Any]:
+    def _pool_timeout(self, pool: AsyncDatabasePool) -> PoolTimeout:
+        """The error for a getconn() that timed out: exhaustion, or a pool
+        that cannot connect at all (then caused by the connection error)."""
+        cause = pool.last_connect_error
+        if cause is not None and pool.get_stats().get("pool_available", 0) == 0:
+            error = PoolTimeout(
+                f"Database '{self.alias}': its pool could not connect to the "
+                f"server within {pool.timeout:.2f} seconds; the last attempt "
+                f"failed with: {cause}"
+            )
+            error.__cause__ = cause
+            return error
+        return PoolTimeout(
+            f"Database '{self.alias}': no connection available from its pool "
+            f"(max_size={pool.max_size}) within {pool.timeout:.2f} seconds: every "
+            f"connection stayed in use. Raise OPTIONS['pool']['max_size'] or "
+            f"['timeout'], or release connections sooner."
+        )
+
+    def _make_pool(self) -> AsyncDatabasePool:
         options = self.pool_options or {}
         if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
             raise ImproperlyConfigured(
@@ -188,20 +211,24 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         connect_kwargs = self.get_connection_params()
         # Pooled connections idle in autocommit; connect() sets AUTOCOMMIT.
         connect_kwargs["autocommit"] = True
-        # Pool workers configure and reset connections outside any task's
+        # The pool's workers configure new connections outside any task's
         # wrapper: give them an unowned wrapper of their own.
         configurer = type(self)(self.settings_dict, self.alias)
-        options.setdefault("reset", configurer._reset_session)
+        # The session is reset by the returning task, never in a pool worker
+        # (see _return_to_pool and pool.py): the pool itself gets no reset.
+        options.pop("reset", None)
+        if "max_size" in options and "min_size" not in options:
+            # psycopg_pool's min_size defaults to 4, which a smaller max_size
+            # would contradict.
+            options["min_size"] = min(DEFAULT_MIN_SIZE, options["max_size"])
         options.setdefault("name", f"async-db-{self.alias}")
         health = self.settings_dict["CONN_HEALTH_CHECKS"]
         try:
-            return psycopg_pool.AsyncConnectionPool(
+            return AsyncDatabasePool(
                 kwargs=connect_kwargs,
                 open=False,
                 configure=configurer._configure_pooled,
-                check=psycopg_pool.AsyncConnectionPool.check_connection
-                if health
-                else None,
+                check=AsyncDatabasePool.check_connection if health else None,
                 **options,
             )
         except (TypeError, ValueError) as exc:
@@ -213,13 +240,20 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         """Pool ``configure`` callback: a new connection gets Django's session."""
         await self._configure_connection(connection)
 
+    def _session_reset(self) -> Callable[[Any], Awaitable[None]] | None:
+        """What resets a returned connection's session: ours by default,
+        ``OPTIONS["pool"]["reset"]`` if given (``None``: no reset)."""
+        options = self.pool_options or {}
+        reset: Callable[[Any], Awaitable[None]] | None = options.get(
+            "reset", self._reset_session
+        )
+        return reset
+
     async def _reset_session(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        """Pool ``reset`` callback: undo what a task changed in the session
-        (``SET``, ``SET ROLE``, ...) and re-apply Django's session state, in
-        one round trip (the statements go as one simple-protocol query)."""
-        if not connection.autocommit:
-            await connection.set_autocommit(True)
-        statements: list[sql.Composable] = [sql.SQL("RESET ALL")]
+        """Undo what a task changed in the session (``SET``, ``SET ROLE``, held
+        cursors) and re-apply Django's session state, in one round trip (the
+        statements go as one simple-protocol query)."""
+        statements: list[sql.Composable] = [sql.SQL("CLOSE ALL"), sql.SQL("RESET ALL")]
         if self.timezone_name:
             statements.append(
                 sql.SQL("SET TIME ZONE {}").format(sql.Literal(self.timezone_name))
@@ -229,6 +263,49 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
             statements.append(sql.SQL("SET ROLE {}").format(sql.Literal(role)))
         async with psycopg.AsyncClientCursor(connection) as cursor:
             await cursor.execute(sql.SQL("; ").join(statements))
+
+    async def _return_to_pool(
+        self, pool: AsyncDatabasePool, connection: psycopg.AsyncConnection[Any]
+    ) -> None:
+        """Give ``connection`` back clean (rolled back, held cursors closed,
+        session reset), or closed so the pool replaces it.
+
+        Runs in a release task or under a shield. If it is cancelled all the
+        same (``asyncio.run`` cancels every task at the end), the connection
+        is closed at once and handed back when its pool is next used or
+        closed (``PoolRegistry.discard``): nothing waits on a loop that ends.
+        """
+        try:
+            status = connection.info.transaction_status
+            if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                await connection.rollback()
+            elif status != TransactionStatus.IDLE:
+                # ACTIVE or UNKNOWN: state unknown, never handed out again.
+                raise _Unusable
+            if not connection.autocommit:
+                await connection.set_autocommit(True)
+            reset = self._session_reset()
+            if reset is not None:
+                await reset(connection)
+                if connection.info.transaction_status != TransactionStatus.IDLE:
+                    raise _Unusable
+            elif self._held_cursors:
+                async with psycopg.AsyncClientCursor(connection) as cursor:
+                    await cursor.execute("CLOSE ALL")
+        # Cancellation included: a half-done rollback or reset leaves an
+        # unknown state.
+        except (Exception, asyncio.CancelledError) as exc:
+            await connection.close()  # PQfinish: no I/O wait
+            if isinstance(exc, asyncio.CancelledError):
+                self.pools.discard(self.alias, connection)
+                raise
+            if not isinstance(exc, _Unusable):
+                logger.warning(
+                    "error ignored returning a connection of %r: %s", self, exc
+                )
+        finally:
+            self._held_cursors = False
+        await pool.putconn(connection)
 
     async def _close(self) -> None:
         connection, pool = self.connection, self._connection_pool
@@ -242,7 +319,7 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         # below is cancelled: the shielded task finishes it.
         self.connection = None
         self._connection_pool = None
-        await _shielded(_return_to_pool(pool, connection))
+        await _shielded(self._return_to_pool(pool, connection))
 
     async def _discard(self, connection: Any) -> None:
         pool, self._connection_pool = self._connection_pool, None
@@ -266,8 +343,9 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         self.connection = None
         self._connection_pool = None
         self._note_transaction(False)
-        # Called from a release task nobody awaits or cancels: no shield needed.
-        await _return_to_pool(pool, connection)
+        # Called from a release task: no shield needed (see _return_to_pool
+        # for what happens if the loop's end cancels it anyway).
+        await self._return_to_pool(pool, connection)
 
     def close_now(self) -> bool:
         connection = self.connection
@@ -345,6 +423,9 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
     def create_cursor(self, name: str | None = None) -> Any:
         connection = self.connection
         if name:
+            # A WITH HOLD cursor outlives its transaction: the release closes
+            # it if the task didn't (see _return_to_pool).
+            self._held_cursors = True
             # In autocommit mode the cursor is used outside a transaction,
             # hence a holdable cursor (as Django).
             if self.settings_dict["OPTIONS"].get("server_side_binding") is True:
@@ -411,19 +492,5 @@ async def _shielded(coro: Any) -> None:
     await asyncio.shield(task)
 
 
-async def _return_to_pool(
-    pool: psycopg_pool.AsyncConnectionPool[Any],
-    connection: psycopg.AsyncConnection[Any],
-) -> None:
-    """Give ``connection`` back clean, or closed so the pool replaces it."""
-    status = connection.info.transaction_status
-    if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-        try:
-            await connection.rollback()
-        # Cancellation included: a half-done rollback leaves an unknown state.
-        except (Exception, asyncio.CancelledError):
-            await connection.close()
-    elif status != TransactionStatus.IDLE:
-        # ACTIVE or UNKNOWN: state unknown, never handed out again.
-        await connection.close()
-    await pool.putconn(connection)
+class _Unusable(Exception):
+    """A returned connection that cannot be reused (closed, mid-query)."""
