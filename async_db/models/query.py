@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from django.core import exceptions
@@ -77,16 +78,18 @@ def _not_native(what: str) -> NotSupportedError:
 
 async def _arows(
     compiler: Any, results: Any, tuple_expected: bool = False
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Rows of ``aexecute_sql(MULTI)``'s result through Django's
     ``results_iter(results=...)`` (converters included), block by block."""
     if isinstance(results, list):
         for row in compiler.results_iter(results, tuple_expected=tuple_expected):
             yield row
         return
-    async for block in results:
-        for row in compiler.results_iter([block], tuple_expected=tuple_expected):
-            yield row
+    # aclosing: an abandoned iteration closes the server-side cursor now.
+    async with aclosing(results):
+        async for block in results:
+            for row in compiler.results_iter([block], tuple_expected=tuple_expected):
+                yield row
 
 
 class _AsyncIterableMixin:
@@ -97,10 +100,10 @@ class _AsyncIterableMixin:
     chunked_fetch: bool
     chunk_size: int
 
-    def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncGenerator[Any, None]:
         return self._aiter()
 
-    def _aiter(self) -> AsyncIterator[Any]:
+    def _aiter(self) -> AsyncGenerator[Any, None]:
         raise NotImplementedError
 
     async def _aexecute(self) -> tuple[Any, Any]:
@@ -116,7 +119,7 @@ class ModelIterable(_AsyncIterableMixin, _ModelIterable):  # type: ignore[misc]
     """Async twin of ``ModelIterable``: a model instance per row, built by
     ``Model.from_db`` and Django's related populators."""
 
-    async def _aiter(self) -> AsyncIterator[Any]:
+    async def _aiter(self) -> AsyncGenerator[Any, None]:
         queryset = self.queryset
         db = queryset.db
         # Execute the query. This will also fill compiler.select, klass_info,
@@ -151,34 +154,35 @@ class ModelIterable(_AsyncIterableMixin, _ModelIterable):  # type: ignore[misc]
             )
             for field, related_objs in queryset._known_related_objects.items()
         ]
-        async for row in _arows(compiler, results):
-            obj = model_cls.from_db(
-                db, init_list, row[model_fields_start:model_fields_end]
-            )
-            for rel_populator in related_populators:
-                rel_populator.populate(row, obj)
-            if annotation_col_map:
-                for attr_name, col_pos in annotation_col_map.items():
-                    setattr(obj, attr_name, row[col_pos])
-            # Add the known related objects to the model.
-            for field, rel_objs, rel_getter in known_related_objects:
-                # Avoid overwriting objects loaded by, e.g., select_related().
-                if field.is_cached(obj):
-                    continue
-                rel_obj_id = rel_getter(obj)
-                try:
-                    rel_obj = rel_objs[rel_obj_id]
-                except KeyError:
-                    pass  # May happen in qs1 | qs2 scenarios.
-                else:
-                    setattr(obj, field.name, rel_obj)
-            yield obj
+        async with aclosing(_arows(compiler, results)) as rows:
+            async for row in rows:
+                obj = model_cls.from_db(
+                    db, init_list, row[model_fields_start:model_fields_end]
+                )
+                for rel_populator in related_populators:
+                    rel_populator.populate(row, obj)
+                if annotation_col_map:
+                    for attr_name, col_pos in annotation_col_map.items():
+                        setattr(obj, attr_name, row[col_pos])
+                # Add the known related objects to the model.
+                for field, rel_objs, rel_getter in known_related_objects:
+                    # Avoid overwriting objects loaded by, e.g., select_related().
+                    if field.is_cached(obj):
+                        continue
+                    rel_obj_id = rel_getter(obj)
+                    try:
+                        rel_obj = rel_objs[rel_obj_id]
+                    except KeyError:
+                        pass  # May happen in qs1 | qs2 scenarios.
+                    else:
+                        setattr(obj, field.name, rel_obj)
+                yield obj
 
 
 class ValuesIterable(_AsyncIterableMixin, _ValuesIterable):  # type: ignore[misc]
     """Async twin of ``ValuesIterable``: a dict per row."""
 
-    async def _aiter(self) -> AsyncIterator[Any]:
+    async def _aiter(self) -> AsyncGenerator[Any, None]:
         query = self.queryset.query
         if query.selected:
             names = list(query.selected)
@@ -191,23 +195,25 @@ class ValuesIterable(_AsyncIterableMixin, _ValuesIterable):  # type: ignore[misc
             ]
         indexes = range(len(names))
         compiler, results = await self._aexecute()
-        async for row in _arows(compiler, results):
-            yield {names[i]: row[i] for i in indexes}
+        async with aclosing(_arows(compiler, results)) as rows:
+            async for row in rows:
+                yield {names[i]: row[i] for i in indexes}
 
 
 class ValuesListIterable(_AsyncIterableMixin, _ValuesListIterable):  # type: ignore[misc]
     """Async twin of ``ValuesListIterable``: a tuple per row."""
 
-    async def _aiter(self) -> AsyncIterator[Any]:
+    async def _aiter(self) -> AsyncGenerator[Any, None]:
         compiler, results = await self._aexecute()
-        async for row in _arows(compiler, results, tuple_expected=True):
-            yield row
+        async with aclosing(_arows(compiler, results, tuple_expected=True)) as rows:
+            async for row in rows:
+                yield row
 
 
 class NamedValuesListIterable(ValuesListIterable, _NamedValuesListIterable):  # type: ignore[misc]
     """Async twin of ``NamedValuesListIterable``: a namedtuple per row."""
 
-    async def _aiter(self) -> AsyncIterator[Any]:
+    async def _aiter(self) -> AsyncGenerator[Any, None]:
         queryset = self.queryset
         if queryset._fields:
             names = queryset._fields
@@ -220,18 +226,20 @@ class NamedValuesListIterable(ValuesListIterable, _NamedValuesListIterable):  # 
             ]
         tuple_class = create_namedtuple_class(*names)
         new = tuple.__new__
-        async for row in super()._aiter():
-            yield new(tuple_class, row)
+        async with aclosing(super()._aiter()) as rows:
+            async for row in rows:
+                yield new(tuple_class, row)
 
 
 class FlatValuesListIterable(_AsyncIterableMixin, _FlatValuesListIterable):  # type: ignore[misc]
     """Async twin of ``FlatValuesListIterable`` (also ``dates()`` and
     ``datetimes()``): the single value of each row."""
 
-    async def _aiter(self) -> AsyncIterator[Any]:
+    async def _aiter(self) -> AsyncGenerator[Any, None]:
         compiler, results = await self._aexecute()
-        async for row in _arows(compiler, results):
-            yield row[0]
+        async with aclosing(_arows(compiler, results)) as rows:
+            async for row in rows:
+                yield row[0]
 
 
 #: Django's iterable classes -> their async twins.
@@ -255,7 +263,7 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
 
     def _native_iterable(
         self, chunked_fetch: bool = False, chunk_size: int = GET_ITERATOR_CHUNK_SIZE
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         iterable_class = self._iterable_class
         twin = _TWINS.get(iterable_class, iterable_class)
         if not issubclass(twin, _AsyncIterableMixin):
@@ -265,7 +273,7 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
                 f"evaluates Django's own iterable classes only."
             )
         iterable: Any = twin(self, chunked_fetch=chunked_fetch, chunk_size=chunk_size)
-        aiter_: AsyncIterator[Any] = iterable.__aiter__()
+        aiter_: AsyncGenerator[Any, None] = iterable.__aiter__()
         return aiter_
 
     def _check_no_prefetch(self) -> None:
@@ -280,18 +288,18 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
             self._check_no_prefetch()
             self._result_cache = [obj async for obj in self._native_iterable()]
 
-    def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncGenerator[Any, None]:
         """Async twin of ``QuerySet.__aiter__()``: fills the result cache
         natively, then yields from it."""
 
-        async def generator() -> AsyncIterator[Any]:
+        async def generator() -> AsyncGenerator[Any, None]:
             await self._afetch_all()
             for item in self._result_cache or ():
                 yield item
 
         return generator()
 
-    async def aiterator(self, chunk_size: int = 2000) -> AsyncIterator[Any]:
+    async def aiterator(self, chunk_size: int = 2000) -> AsyncGenerator[Any, None]:
         """Async twin of ``QuerySet.aiterator()``: streams through a
         server-side cursor (``chunked_cursor()``), ``fetchmany(chunk_size)``
         at a time; never loads every row, never fills the result cache."""
@@ -301,8 +309,11 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
         use_chunked_fetch = not _connection(self.db).settings_dict.get(
             "DISABLE_SERVER_SIDE_CURSORS"
         )
-        async for item in self._native_iterable(use_chunked_fetch, chunk_size):
-            yield item
+        async with aclosing(
+            self._native_iterable(use_chunked_fetch, chunk_size)
+        ) as items:
+            async for item in items:
+                yield item
 
     # ##### Aggregation and counting #####
 

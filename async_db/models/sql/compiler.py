@@ -164,13 +164,14 @@ class SQLCompiler(django_compiler.SQLCompiler):
         explain_info: Any = self.query.explain_info
         format_ = explain_info.format
         output_formatter = json.dumps if format_ and format_.lower() == "json" else str
-        for rows in result:
-            for row in rows:
-                for value in row:
-                    if not isinstance(value, str):
-                        yield " ".join([output_formatter(c) for c in value])
-                    else:
-                        yield value
+        # As Django: ``result`` is a list of row blocks, so ``row`` is a block
+        # and ``value`` a row.
+        for row in result:
+            for value in row:
+                if not isinstance(value, str):
+                    yield " ".join([output_formatter(c) for c in value])
+                else:
+                    yield value
 
 
 async def acursor_iter(
