@@ -11,7 +11,10 @@ The test coroutine itself is wrapped, so the transaction is opened in the
 test's own task: the only task whose connection it can cover (see
 ``async_db.test``). Works with pytest-asyncio. When the test ends, the
 wrapper closes the pools of the test's event loop, so no connection is left on
-the test database (PostgreSQL refuses to drop a database that has one).
+the test database (PostgreSQL refuses to drop a database that has one); with
+pytest-django, an async database test that is not marked ``async_db`` (a
+``django_db`` mark, or the ``db``/``transactional_db`` fixtures) gets that
+much too, without isolation of its async-db writes.
 
 Test databases, once per session (the ``async_db_setup`` fixture):
 
@@ -19,7 +22,8 @@ Test databases, once per session (the ``async_db_setup`` fixture):
   too (a ``django_db`` mark with the same ``databases`` and ``transaction`` is
   added unless the test has one): pytest-django's ``django_db_setup`` creates
   the test databases and drops them at the end; ``async_connections`` is
-  pointed at them;
+  pointed at them (for pytest-django's own database tests too: a
+  ``django_db`` mark, or its ``db``/``transactional_db`` fixtures);
 - without it, the plugin creates them itself with Django's
   ``setup_databases()`` (``async_db.test.setup_test_databases``) and drops them
   at the end of the session. It calls ``django.setup()`` first if
@@ -48,6 +52,8 @@ from async_db.test import (
 
 #: Names pytest-django registers under (entry point, or ``-p`` by module).
 _PYTEST_DJANGO = ("django", "pytest_django.plugin")
+#: pytest-django's fixtures that give a test database access.
+_DJANGO_DB_FIXTURES = ("db", "transactional_db", "live_server")
 
 
 def _django_configured() -> bool:
@@ -88,6 +94,14 @@ def _marker_args(
     return databases, transaction, tables
 
 
+def _is_django_db_test(item: pytest.Item) -> bool:
+    """A pytest-django database test (its mark, or its fixtures)."""
+    if item.get_closest_marker("django_db") is not None:
+        return True
+    names = getattr(item, "fixturenames", ())
+    return any(name in names for name in _DJANGO_DB_FIXTURES)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
@@ -97,7 +111,11 @@ def pytest_collection_modifyitems(
     for item in items:
         marker = item.get_closest_marker("async_db")
         function = getattr(item, "obj", None)
-        if marker is None or not inspect.iscoroutinefunction(function):
+        if not inspect.iscoroutinefunction(function):
+            continue
+        if marker is None:
+            if with_pytest_django and _is_django_db_test(item):
+                item.obj = _wrap_closing_pools(function)  # type: ignore[attr-defined]
             continue
         databases, transaction, tables = _marker_args(*marker.args, **marker.kwargs)
         if with_pytest_django and item.get_closest_marker("django_db") is None:
@@ -105,6 +123,17 @@ def pytest_collection_modifyitems(
                 pytest.mark.django_db(databases=databases, transaction=transaction)
             )
         item.obj = _wrap(function, databases, transaction, tables)  # type: ignore[attr-defined]
+
+
+async def _close_pools() -> None:
+    """Close the pools of the running loop (the test's), once the releases
+    of the test's finished tasks are done: nothing may hold a connection to
+    the test database when it is dropped at the end of the session."""
+    from async_db import async_connections
+    from async_db._storage import wait_released
+
+    await wait_released()
+    await async_connections.close_pools()
 
 
 def _wrap(
@@ -115,26 +144,43 @@ def _wrap(
 ) -> Any:
     @functools.wraps(function)
     async def run_isolated(*args: Any, **kwargs: Any) -> Any:
-        from async_db import async_connections
-        from async_db._storage import wait_released
-
         scope = flushed(databases, tables) if transaction else isolated(databases)
         try:
             async with scope:
                 return await function(*args, **kwargs)
         finally:
-            # Pools are bound to this test's loop: close them here, so nothing
-            # holds a connection to the test database when it is dropped.
-            await wait_released()
-            await async_connections.close_pools()
+            await _close_pools()
 
     return run_isolated
 
 
+def _wrap_closing_pools(function: Any) -> Any:
+    """A pytest-django database test that is not marked ``async_db``: no
+    isolation of its own (issue 13), but its pools are closed at its end."""
+
+    @functools.wraps(function)
+    async def run_closing_pools(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            await _close_pools()
+
+    return run_closing_pools
+
+
+def _uses_django_db(request: pytest.FixtureRequest) -> bool:
+    if not _pytest_django_active(request.config):
+        return False
+    return _is_django_db_test(request.node)
+
+
 @pytest.fixture(autouse=True)
 def _async_db_marker(request: pytest.FixtureRequest) -> None:
-    """Set up the test databases for a test marked ``async_db``."""
-    if request.node.get_closest_marker("async_db") is not None:
+    """Set up the test databases for a test marked ``async_db`` (and, with
+    pytest-django, for its database tests: their async-db connections go to
+    the test database too)."""
+    node = request.node
+    if node.get_closest_marker("async_db") is not None or _uses_django_db(request):
         request.getfixturevalue("async_db_setup")
 
 

@@ -114,6 +114,25 @@ async def test_3_after_rollback():
 """
 
 
+# pytest-django's own database tests use async-db on the test database too.
+PROJECT_DJANGO_DB_TEST = """
+import os
+
+import pytest
+
+from async_db import async_connections
+
+
+@pytest.mark.django_db
+async def test_0_django_db_mark():
+    async with async_connections["default"].cursor() as cursor:
+        await cursor.execute("SELECT current_database()")
+        (database,) = await cursor.fetchone()
+    with open(os.environ["SEEN_FILE"], "a") as seen:
+        seen.write(f"django_db {database}\\n")
+"""
+
+
 def write_project(root: Path, dsn: str) -> None:
     entry = settings_dict_from_dsn(make_conninfo(dsn, dbname=DEV_NAME))
     # A pool: it must be closed when each test ends, or the test database
@@ -156,9 +175,12 @@ def write_project(root: Path, dsn: str) -> None:
         )
     )
     (root / "test_shop.py").write_text(PROJECT_TESTS)
+    (root / "test_a_django_db.py").write_text(PROJECT_DJANGO_DB_TEST)
 
 
-def run_project(root: Path, plugin_args: list[str]) -> tuple[int, str, list[str]]:
+def run_project(
+    root: Path, plugin_args: list[str], files: list[str]
+) -> tuple[int, str, list[str]]:
     seen = root / "seen.txt"
     env = {
         key: value
@@ -179,13 +201,13 @@ def run_project(root: Path, plugin_args: list[str]) -> tuple[int, str, list[str]
             "no:cacheprovider",
             "-v",
             *plugin_args,
-            "test_shop.py",
+            *files,
         ],
         cwd=root,
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=120,
     )
     lines = seen.read_text().splitlines() if seen.exists() else []
     return result.returncode, result.stdout + result.stderr, lines
@@ -206,13 +228,20 @@ def test_project_runs_on_its_test_database(
     plugin_args: list[str],
 ) -> None:
     write_project(tmp_path, dsn)
-    returncode, output, seen = run_project(tmp_path, plugin_args)
+    with_pytest_django = "no:django" not in plugin_args
+    files = ["test_shop.py"]
+    if with_pytest_django:
+        # First: the database setup happens for a plain django_db test.
+        files.insert(0, "test_a_django_db.py")
+    returncode, output, seen = run_project(tmp_path, plugin_args, files)
     assert returncode == 0, output
-    assert "3 passed" in output, output
-    if "no:django" in plugin_args:
-        assert "django: version" not in output  # pytest-django is off
-    else:
+    assert f"{len(files) + 2} passed" in output, output
+    if with_pytest_django:
         assert "django: version" in output, output  # pytest-django's header
+        assert seen[0] == f"django_db {TEST_NAME}"
+        seen = seen[1:]
+    else:
+        assert "django: version" not in output  # pytest-django is off
     # Every query ran on the test database Django names test_<NAME> (in
     # whatever order the runner chose: pytest-django runs rollback tests
     # first), each test starting from an empty table ...
