@@ -360,28 +360,36 @@ async def run_page(page: Page, namespace: dict[str, Any] | None = None) -> int:
 
 
 def run_script(path: Path) -> int:
-    """Script mode, in a fresh interpreter (``python -m
+    """Script mode, in a fresh interpreter (``python -W error -m
     tests.test_docs_examples PAGE``): the blocks run as one script, in order,
-    in ``__main__``'s namespace; exit status 1 and the failure on stderr if
-    one raises."""
-    page = parse(path)
-    body, cleanup = page.ordered()
+    in ``__main__``'s namespace, the cleanup blocks also after a failure;
+    exit status 1 and the failure on stderr if a block raises."""
+    body, cleanup = parse(path).ordered()
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-    ran = 0
-    try:
-        for block in (*body, *cleanup):
-            try:
-                exec(_compile(block, top_level_await=False), namespace)
-            except Exception as exc:
-                failure = _failure(block, exc)
-                traceback.print_exception(exc)
-                print(f"docs-test: {failure}", file=sys.stderr)
-                return 1
+    ran, status = 0, 0
+
+    def run(block: Block) -> bool:
+        try:
+            exec(_compile(block, top_level_await=False), namespace)
+        except Exception as exc:
+            traceback.print_exception(exc)
+            print(f"docs-test: {_failure(block, exc)}", file=sys.stderr)
+            return False
+        return True
+
+    for block in body:
+        if not run(block):
+            status = 1
+            break
+        ran += 1
+    for block in cleanup:
+        if run(block):
             ran += 1
-    finally:
-        sys.stdout.flush()
-    print(f"docs-test: ran {ran} blocks")
-    return 0
+        else:
+            status = 1
+    if status == 0:
+        print(f"docs-test: ran {ran} blocks", flush=True)
+    return status
 
 
 #: Not passed to a script: it configures its own Django and database.
@@ -431,7 +439,15 @@ async def test_page_examples_run(path: Path, dsn: str, global_pools: None) -> No
     if page.script:
         result = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "tests.test_docs_examples", str(path)],
+            # Warnings are errors there too, as in the suite.
+            [
+                sys.executable,
+                "-W",
+                "error",
+                "-m",
+                "tests.test_docs_examples",
+                str(path),
+            ],
             cwd=ROOT,
             env=_libpq_environment(dsn),
             capture_output=True,
@@ -564,6 +580,21 @@ async def test_blocks_share_a_namespace_and_cleanup_runs_after_a_failure(
     with pytest.raises(ExampleFailed, match=r"line 3 .*RuntimeError: \[1\]"):
         await run_page(parse(path), namespace)
     assert namespace["cleaned"] is True
+
+
+def test_script_mode_reports_the_failing_line_and_still_cleans_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "page.md"
+    path.write_text(
+        "<!-- docs-test: script -->\n"
+        "```python\nimport sys\nsys.modules[__name__].__dict__\nx = {}[1]\n```\n"
+        "<!-- testcleanup\nprint('cleaned up')\n-->\n"
+    )
+    assert run_script(path) == 1
+    out, err = capsys.readouterr()
+    assert out == "cleaned up\n"
+    assert "page.md, line 3 (example block), failed at line 5: KeyError: 1" in err
 
 
 def _iter_args(argv: Sequence[str]) -> Iterator[Path]:
