@@ -325,3 +325,42 @@ def test_use_test_databases_follows_django(dev_database: str, dsn: str) -> None:
     finally:
         django_entry["NAME"] = old_name
         django_entry["TEST"] = old_test
+
+
+async def test_use_test_databases_refuses_an_open_pool(dsn: str) -> None:
+    """A pool open on the old database would keep serving it: refused, the
+    settings unchanged, until the pool is closed."""
+    from django.db import connections
+
+    from async_db import AsyncConnectionHandler
+    from tests.fix_db import POOLED_APP_NAME, configured
+
+    entry = configured(settings_dict_from_dsn(dsn, application_name=POOLED_APP_NAME))
+    entry["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 2, "timeout": 5}
+    handler = AsyncConnectionHandler({"default": entry})
+    django_entry = connections["default"].settings_dict
+    old_name = django_entry["NAME"]
+    try:
+        async with handler["default"].cursor() as cursor:
+            await cursor.execute("SELECT 1")
+        django_entry["NAME"] = TEST_NAME
+        with pytest.raises(
+            ProgrammingError,
+            match=rf"Cannot point database 'default' at '{TEST_NAME}': its "
+            r"connection pool is open",
+        ):
+            use_test_databases(handler=handler)
+        assert handler.settings["default"]["NAME"] == old_name
+        await handler.close_pools()
+        use_test_databases(handler=handler)
+        assert handler.settings["default"]["NAME"] == TEST_NAME
+    finally:
+        django_entry["NAME"] = old_name
+        await handler.close_pools()
+
+
+async def test_setup_test_databases_refuses_the_event_loop() -> None:
+    from async_db.test import setup_test_databases
+
+    with pytest.raises(ProgrammingError, match="outside the event loop"):
+        setup_test_databases()

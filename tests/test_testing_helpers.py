@@ -6,11 +6,18 @@ import asyncio
 from typing import Any
 
 import pytest
+from django.db import ProgrammingError
 from django.db.transaction import TransactionManagementError
 
 from async_db import async_atomic, async_connections, new_connections
-from async_db.test import capture_on_commit_callbacks, flushed, isolated
+from async_db.test import (
+    capture_on_commit_callbacks,
+    flushed,
+    is_test_database,
+    isolated,
+)
 from async_db.transaction import on_commit
+from tests.fix_db import POOLED_APP_NAME, our_backends
 
 
 async def insert(table: str, name: str) -> None:
@@ -96,6 +103,35 @@ async def test_marker_rollback_mode(table: str, observer: Any) -> None:
     assert conn.in_atomic_block  # opened in this very task
     await insert(table, "x")
     assert committed(observer, table) == []
+
+
+@pytest.mark.async_db(databases=["default", "pooled"])
+async def test_marker_closes_the_pools_at_test_end(observer: Any) -> None:
+    """The pool this test opens is closed when it ends (by the marker, in
+    this test's loop): the autouse leak check after it finds no backend of the
+    pooled alias, so a test database could be dropped."""
+    async with async_connections["pooled"].cursor() as cursor:
+        await cursor.execute("SELECT 1")
+    assert async_connections.pools.peek("pooled") is not None
+    assert our_backends(observer, POOLED_APP_NAME)  # the pool holds a backend
+
+
+async def test_helpers_refuse_an_alias_that_is_not_a_test_database() -> None:
+    """The tests' aliases are test databases (TEST NAME is NAME); with another
+    NAME, the helpers refuse before doing anything."""
+    entry = async_connections.settings["other"]
+    name = entry["NAME"]
+    entry["NAME"] = "not_a_test_db"
+    try:
+        with pytest.raises(ProgrammingError, match="alias 'other'"):
+            async with flushed("other", tables=["nothing"]):
+                pass
+        with pytest.raises(ProgrammingError, match="'not_a_test_db'"):
+            async with isolated("other"):
+                pass
+    finally:
+        entry["NAME"] = name
+    assert is_test_database("other")
 
 
 @pytest.mark.async_db(transaction=True, tables=["async_db_marker_flush"])
