@@ -84,7 +84,7 @@ class SQLCompiler(django_compiler.SQLCompiler):
     def execute_sql(self, *args: Any, **kwargs: Any) -> Any:
         raise Deferred(self, args + tuple(kwargs.values()))
 
-    async def _as_sql(self) -> Any:
+    async def _anative_as_sql(self) -> Any:
         try:
             return await acompile(self.async_connection, self.as_sql)
         except Deferred as deferred:
@@ -109,7 +109,7 @@ class SQLCompiler(django_compiler.SQLCompiler):
         ``fetchmany(chunk_size)`` from a server-side cursor."""
         result_type = result_type or NO_RESULTS
         try:
-            sql, params = await self._as_sql()
+            sql, params = await self._anative_as_sql()
             if not sql:
                 raise EmptyResultSet
         except EmptyResultSet:
@@ -200,7 +200,7 @@ class SQLInsertCompiler(SQLCompiler, django_compiler.SQLInsertCompiler):
         opts = self.query.get_meta()
         self.returning_fields = returning_fields
         cols = []
-        statements = await self._as_sql()
+        statements = await self._anative_as_sql()
         async with self.async_connection.cursor() as cursor:
             for sql, params in statements:
                 await cursor.execute(sql, params)
