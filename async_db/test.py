@@ -121,8 +121,10 @@ def _check_test_database(alias: str, action: str) -> None:
     )
 
 
-def _test_names(alias: str, settings_dict: dict[str, Any], django: Any) -> set[str]:
-    """The names Django would give ``alias``'s test database."""
+def _test_names(settings_dict: dict[str, Any], django: Any) -> set[str]:
+    """The names Django gives the test database of an alias configured with
+    ``settings_dict`` (``django``: its sync connection, whose ``TEST`` may
+    have been changed since, as pytest-django's xdist suffix does)."""
     names = {f"{TEST_DATABASE_PREFIX}{settings_dict['NAME']}"}
     for entry in (settings_dict, django.settings_dict):
         test_name = (entry.get("TEST") or {}).get("NAME")
@@ -163,7 +165,7 @@ def use_test_databases(
     test_names: set[str] = set()
     for alias in selected:
         entry = handler.settings[alias]
-        test_names |= _test_names(alias, entry, connections[alias])
+        test_names |= _test_names(entry, connections[alias])
         if connections[alias].settings_dict["NAME"] != entry["NAME"]:
             moves[alias] = connections[alias].settings_dict["NAME"]
     for alias in moves:
@@ -231,7 +233,8 @@ def setup_test_databases(
         aliases=dict.fromkeys(sorted(to_create), False),
         serialized_aliases=set(),
     )
-    use_test_databases(to_create, handler=handler)
+    # Every alias: Django also renamed the test mirrors (TEST["MIRROR"]).
+    use_test_databases(handler=handler)
     return old_config
 
 
@@ -251,10 +254,8 @@ def teardown_test_databases(
 
     if not old_config:
         return
-    handler = _handler(handler)
-    aliases = [connection.alias for connection, _name, _destroy in old_config]
     teardown_databases(old_config, verbosity=verbosity, keepdb=keepdb)
-    use_test_databases(aliases, handler=handler)
+    use_test_databases(handler=handler)
 
 
 # -- Isolation modes -----------------------------------------------------------
