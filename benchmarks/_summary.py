@@ -204,8 +204,13 @@ def lines(results: Sequence[Result]) -> list[str]:
     by_name = {result.scenario: result for result in results}
     out: list[str] = []
     for name, sentences in SENTENCES.items():
-        if name in by_name:
+        if name not in by_name:
+            continue
+        try:
             out.extend(sentences(by_name[name]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            # A figure missing from a result must not cost the run its JSON.
+            out.append(f"{name}: no summary ({type(exc).__name__}: {exc}).")
     return out
 
 
