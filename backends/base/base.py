@@ -320,11 +320,11 @@ class BaseAsyncDatabaseWrapper:
 
     async def ensure_connection(self) -> None:
         """Guarantee that a connection to the database is established."""
+        self.validate_task_sharing()
         if self.connection is not None:
             return
         if self.in_atomic_block and self.closed_in_transaction:
             raise ProgrammingError("Cannot open a new connection in an atomic block.")
-        self.validate_task_sharing()
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
         async with self._connect_lock:
@@ -474,7 +474,7 @@ class BaseAsyncDatabaseWrapper:
 
     async def get_autocommit(self) -> bool:
         """Get the autocommit state (connects if needed)."""
-        await self.ensure_connection()
+        await self.ensure_connection()  # checks the owner
         return self.autocommit
 
     async def set_autocommit(self, autocommit: bool) -> None:
@@ -497,6 +497,7 @@ class BaseAsyncDatabaseWrapper:
 
     def get_rollback(self) -> bool:
         """Get the "needs rollback" flag -- for *advanced use* only."""
+        self.validate_task_sharing()
         if not self.in_atomic_block:
             raise TransactionManagementError(
                 "The rollback flag doesn't work outside of an 'atomic' block."
@@ -505,6 +506,7 @@ class BaseAsyncDatabaseWrapper:
 
     def set_rollback(self, rollback: bool) -> None:
         """Set or unset the "needs rollback" flag -- for *advanced use* only."""
+        self.validate_task_sharing()
         if not self.in_atomic_block:
             raise TransactionManagementError(
                 "The rollback flag doesn't work outside of an 'atomic' block."
@@ -544,9 +546,9 @@ class BaseAsyncDatabaseWrapper:
 
     async def savepoint(self) -> str | None:
         """Create a savepoint; return its id, or None outside a transaction."""
+        self.validate_task_sharing()
         if not self._savepoint_allowed():
             return None
-        self.validate_task_sharing()
         self.savepoint_state += 1
         sid = f"s_x{self.savepoint_state}"
         await self._execute_transaction_sql(self.savepoint_create_sql(sid))
@@ -554,9 +556,9 @@ class BaseAsyncDatabaseWrapper:
 
     async def savepoint_rollback(self, sid: str) -> None:
         """Roll back to a savepoint and drop the callbacks registered since."""
+        self.validate_task_sharing()
         if not self._savepoint_allowed():
             return
-        self.validate_task_sharing()
         await self._execute_transaction_sql(self.savepoint_rollback_sql(sid))
         self.run_on_commit = [
             (sids, func, robust)
@@ -566,9 +568,9 @@ class BaseAsyncDatabaseWrapper:
 
     async def savepoint_commit(self, sid: str) -> None:
         """Release a savepoint."""
+        self.validate_task_sharing()
         if not self._savepoint_allowed():
             return
-        self.validate_task_sharing()
         await self._execute_transaction_sql(self.savepoint_commit_sql(sid))
 
     def clean_savepoints(self) -> None:
@@ -591,6 +593,7 @@ class BaseAsyncDatabaseWrapper:
 
     async def close_if_unusable_or_obsolete(self) -> None:
         """Close the connection if errors made it unusable or it is too old."""
+        self.validate_task_sharing()
         if self.connection is None:
             return
         self.health_check_done = False
@@ -642,6 +645,7 @@ class BaseAsyncDatabaseWrapper:
 
     async def on_commit(self, func: OnCommitCallback, robust: bool = False) -> None:
         """Run ``func`` after the current transaction commits (now if none)."""
+        self.validate_task_sharing()
         if not callable(func):
             raise TypeError("on_commit()'s callback must be a callable.")
         if self.in_atomic_block:

@@ -225,14 +225,19 @@ class AsyncCursorWrapper:
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
         """Fetch up to ``size`` rows (``arraysize`` when omitted)."""
+        ahead: list[Any] = []
         if self._ahead:
-            return self._take_ahead(size or self.arraysize)
+            size = size or self.arraysize
+            ahead = self._take_ahead(size)
+            if len(ahead) == size:
+                return ahead
+            size -= len(ahead)
         cursor = self.cursor or self._require_cursor()
         try:
             rows: list[Any] = await cursor.fetchmany(size or 0)
         except self.db.Database.Error as exc:
             raise self.db.translate_error(exc) from exc
-        return rows
+        return ahead + rows if ahead else rows
 
     async def fetchall(self) -> list[Any]:
         ahead = self._take_ahead(None) if self._ahead else []

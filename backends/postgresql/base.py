@@ -62,8 +62,9 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
     isolation_level: IsolationLevel | None = None
     #: The pool the current connection came from (None: unpooled).
     _connection_pool: AsyncDatabasePool | None = None
-    #: Whether a server-side cursor was opened on the current checkout.
-    _held_cursors: bool = False
+    #: Server-side cursors opened on the current checkout (closed by the
+    #: release if the task left them open).
+    _held_cursors: list[Any] | None = None
     #: Whether cursors need their own time zone loader (per connection).
     _cursor_tz_differs: bool | None = None
 
@@ -275,8 +276,13 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         is closed at once and handed back when its pool is next used or
         closed (``PoolRegistry.discard``): nothing waits on a loop that ends.
         """
+        held, self._held_cursors = self._held_cursors, None
         try:
             status = connection.info.transaction_status
+            for cursor in list(held or ()):
+                # Left open by the task: close it as psycopg would (CLOSE).
+                if not cursor.closed and status == TransactionStatus.IDLE:
+                    await cursor.close()
             if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
                 await connection.rollback()
             elif status != TransactionStatus.IDLE:
@@ -289,7 +295,7 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
                 await reset(connection)
                 if connection.info.transaction_status != TransactionStatus.IDLE:
                     raise _Unusable
-            elif self._held_cursors:
+            elif held:
                 async with psycopg.AsyncClientCursor(connection) as cursor:
                     await cursor.execute("CLOSE ALL")
         # Cancellation included: a half-done rollback or reset leaves an
@@ -303,8 +309,6 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
                 logger.warning(
                     "error ignored returning a connection of %r: %s", self, exc
                 )
-        finally:
-            self._held_cursors = False
         await pool.putconn(connection)
 
     async def _close(self) -> None:
@@ -425,7 +429,8 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         if name:
             # A WITH HOLD cursor outlives its transaction: the release closes
             # it if the task didn't (see _return_to_pool).
-            self._held_cursors = True
+            if self._held_cursors is None:
+                self._held_cursors = []
             # In autocommit mode the cursor is used outside a transaction,
             # hence a holdable cursor (as Django).
             if self.settings_dict["OPTIONS"].get("server_side_binding") is True:
@@ -439,6 +444,7 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
                     scrollable=False,
                     withhold=connection.autocommit,
                 )
+            self._held_cursors.append(cursor)
         else:
             cursor = connection.cursor()
         # Register the cursor time zone only if the connection disagrees, to
@@ -468,6 +474,7 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         return bool(status == TransactionStatus.IDLE)
 
     async def is_usable(self) -> bool:
+        self.validate_task_sharing()
         if self.connection is None:
             return False
         try:

@@ -68,7 +68,7 @@ class AsyncDatabasePool(psycopg_pool.AsyncConnectionPool[Any]):
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Close the pool, also after its loop's end cancelled its workers.
 
         psycopg_pool's ``close()`` gathers the worker tasks; once they have
