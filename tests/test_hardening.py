@@ -317,3 +317,39 @@ async def test_foreign_task_is_refused_the_rollback_flag(
         await conn.rollback()
         await conn.set_autocommit(True)
         await conn.close()
+
+
+# ##### Item 7: a pool size that fits #####
+
+
+@pytest.mark.parametrize(
+    ("pool", "sizes"),
+    [
+        ({"max_size": 1}, (1, 1)),
+        ({"max_size": 2, "timeout": 5}, (2, 2)),
+        ({"max_size": 10}, (4, 10)),
+        ({"min_size": 0, "max_size": 1}, (0, 1)),
+        (True, (4, 4)),
+    ],
+    ids=str,
+)
+async def test_pool_min_size_fits_max_size(
+    dsn: str, pool: Any, sizes: tuple[int, int]
+) -> None:
+    databases = handler_databases(dsn)
+    databases["pooled"]["OPTIONS"]["pool"] = pool
+    h = AsyncConnectionHandler(databases)
+
+    async def use() -> int:
+        async with h["pooled"].cursor() as cursor:
+            await cursor.execute("SELECT 1")
+            (one,) = await cursor.fetchone()
+            return int(one)
+
+    try:
+        assert await asyncio.create_task(use()) == 1
+        opened = h.pools.peek("pooled")
+        assert (opened.min_size, opened.max_size) == sizes
+    finally:
+        await wait_released()
+        await h.close_pools()
