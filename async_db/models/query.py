@@ -53,6 +53,7 @@ _ValuesIterable: Any = django_query.ValuesIterable
 _ValuesListIterable: Any = django_query.ValuesListIterable
 _NamedValuesListIterable: Any = django_query.NamedValuesListIterable
 _FlatValuesListIterable: Any = django_query.FlatValuesListIterable
+_RawQuerySet: Any = django_query.RawQuerySet
 
 __all__ = [
     "AsyncQuerySet",
@@ -314,6 +315,18 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
         ) as items:
             async for item in items:
                 yield item
+
+    def raw(
+        self,
+        raw_query: str,
+        params: Any = (),
+        translations: Any = None,
+        using: str | None = None,
+    ) -> Any:
+        """Django's ``raw()``, as an :class:`AsyncRawQuerySet`."""
+        qs = super().raw(raw_query, params, translations, using)
+        qs.__class__ = AsyncRawQuerySet
+        return qs
 
     # ##### Aggregation and counting #####
 
@@ -941,6 +954,15 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
                     unique_fields=unique_fields,
                 )
         return inserted_rows
+
+
+class AsyncRawQuerySet(_RawQuerySet):  # type: ignore[misc]
+    """``Model.objects.raw()`` of an ``AsyncQuerySet``: sync iteration is
+    Django's; ``async for`` is not native yet and says so (Django's would run
+    the query in a thread)."""
+
+    def __aiter__(self) -> Any:
+        raise _not_native(f"async for over {self.model.__qualname__}.objects.raw()")
 
 
 def _features(alias: str) -> Any:

@@ -235,3 +235,28 @@ async def test_prefetch_related_is_refused_before_any_query() -> None:
 
     with pytest.raises(NotSupportedError, match=r"prefetch_related.*issue 12"):
         [a async for a in Author.objects.prefetch_related("book_set")]
+
+
+async def test_reverse_related_manager_reads_are_native() -> None:
+    from django.db import NotSupportedError
+
+    from async_db.models import AsyncQuerySet
+
+    ann = await Author.objects.aget(name="Ann")
+    assert isinstance(ann.book_set.all(), AsyncQuerySet)
+    books = await parity(lambda: ann.book_set.order_by("title"))
+    assert [b.title for b in books] == ["A1", "A2"]
+    assert books[0].author is ann  # known related object, as Django sets it
+    assert await ann.book_set.filter(pages__gt=200).acount() == 1
+    with pytest.raises(NotSupportedError, match=r"acreate\(\) of a related manager"):
+        await ann.book_set.acreate(title="never")
+    assert await Book.objects.filter(title="never").acount() == 0
+
+
+async def test_raw_async_iteration_is_refused() -> None:
+    from django.db import NotSupportedError
+
+    raw = Author.objects.raw("SELECT * FROM ormapp_author")
+    with pytest.raises(NotSupportedError, match=r"objects\.raw\(\).*issue 12"):
+        async for _ in raw:
+            pass

@@ -297,3 +297,32 @@ async def test_lazy_loads_stay_forbidden() -> None:
         _ = partial.age
     loaded = await Book.objects.select_related("author").aget(title="A1")
     assert loaded.author.name == "Ann"  # loaded: no query
+
+
+async def test_server_version_for_compilation_comes_from_the_async_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JSONObject compiles differently on PostgreSQL 16+ (Django reads
+    ``features.is_postgresql_16``, i.e. the server version, while compiling):
+    a fresh compile connection in a fresh task, whose async connection isn't
+    open yet, connects it and compiles with its server version."""
+    from django.db.models.functions import JSONObject
+
+    from async_db.models.sql import compile_connection
+
+    monkeypatch.setattr(compile_connection, "_instances", {})
+
+    async def fresh_task() -> tuple[Any, int, int]:
+        conn = async_connections["default"]
+        assert conn.connection is None
+        value = (
+            await Author.objects.annotate(j=JSONObject(n="name"))
+            .values_list("j", flat=True)
+            .aget(name="Ann")
+        )
+        compiled = compile_connection.compile_connection(conn)
+        return value, compiled.pg_version, conn.connection.info.server_version
+
+    value, compiled_version, server_version = await asyncio.create_task(fresh_task())
+    assert value == {"n": "Ann"}
+    assert compiled_version == server_version
