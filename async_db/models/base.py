@@ -19,6 +19,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import django
 from django.db import DatabaseError, NotSupportedError, models, router
 from django.db.models import ExpressionWrapper, IntegerField, Max, Value
 from django.db.models.constants import LOOKUP_SEP
@@ -31,6 +32,11 @@ from async_db.models.signals import asend
 from async_db.transaction import async_atomic, mark_for_rollback_on_error
 
 __all__ = ["AsyncModel", "AsyncModelMixin", "adelete_object", "asave_object"]
+
+#: Version seam: Django 6.0 removed the positional arguments of save()/asave()
+#: (RemovedInDjango60Warning, ``Model._parse_save_params``); 5.2 still
+#: accepts them with a deprecation warning.
+SAVE_ACCEPTS_POSITIONAL_ARGS = django.VERSION < (6, 0)
 
 
 async def asave_object(
@@ -481,8 +487,11 @@ class AsyncModelMixin:
         update_fields: Any = None,
     ) -> None:
         """Async twin of ``Model.save()``: same SQL, on the task's connection."""
-        # RemovedInDjango60Warning (Django 6.0 drops positional arguments).
-        if args:
+        if args and not SAVE_ACCEPTS_POSITIONAL_ARGS:
+            raise TypeError(
+                f"{type(self).__qualname__}.asave() takes keyword arguments only."
+            )
+        if args:  # RemovedInDjango60Warning, as Django 5.2's asave().
             force_insert, force_update, using, update_fields = self._parse_save_params(  # type: ignore[attr-defined]
                 *args,
                 method_name="asave",

@@ -334,3 +334,14 @@ async def test_model_overriding_save_is_refused() -> None:
 
     with pytest.raises(NotSupportedError, match="Audited overrides save"):
         await native(Audited).acreate(name="x")
+
+
+@isolated()
+async def test_positional_asave_arguments_warn_as_in_django_5_2() -> None:
+    from django.utils.deprecation import RemovedInDjango60Warning
+
+    note = await Note.objects.acreate(text="p")
+    note.n = 3
+    with pytest.warns(RemovedInDjango60Warning, match="positional arguments to asave"):
+        await note.asave(False, False, None, ["n"])
+    assert (await Note.objects.aget(pk=note.pk)).n == 3

@@ -26,9 +26,14 @@ the current context in which ``django.db.connections[alias]`` is the compile
 connection: asgiref's ``Local`` is copy-on-write per context, so no other task,
 thread or later code of this task sees the swap.
 
-Django 6.0: the compilation entry points used here are unchanged; 6.0 removes
-``Model.save()``'s positional arguments (see ``base.py``) and adds nothing
-that reads live connection state during compilation, as far as checked.
+Django versions: written against 5.2, which passes fully. What 6.0 changes
+for the native ORM is kept in named seams: ``Model.save()``/``asave()`` lose
+their positional arguments (``base.SAVE_ACCEPTS_POSITIONAL_ARGS``); the
+compilation entry points used here (``get_compiler``, ``as_sql``,
+``get_converters``, ``results_iter(results=...)``, ``get_related_populators``)
+keep their 5.2 signatures there. django-stubs already describes a later
+``get_related_populators(..., fetch_mode)``: the iterables call it with 5.2's
+arguments and need a seam when that lands.
 """
 
 from __future__ import annotations
