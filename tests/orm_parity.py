@@ -96,12 +96,18 @@ async def native_and_sync(
     return native_result, sync_result
 
 
-async def parity(make_qs: Callable[[], Any]) -> list[Any]:
+async def parity(make_qs: Callable[[], Any], in_atomic: bool = False) -> list[Any]:
     """``async for`` over ``make_qs()`` natively equals ``list(make_qs())``
-    with the sync ORM; return the native result."""
+    with the sync ORM; return the native result. ``in_atomic``: the native
+    side runs inside an ``async_atomic`` block (Django's trick of re-running
+    tests under another precondition)."""
+    from async_db import async_atomic
     from async_db.models import native
 
     async def native_eval() -> list[Any]:
+        if in_atomic:
+            async with async_atomic():
+                return [obj async for obj in native(make_qs())]
         return [obj async for obj in native(make_qs())]
 
     native_result, sync_result = await native_and_sync(

@@ -115,8 +115,9 @@ pytestmark = pytest.mark.usefixtures("orm")
         "meta-ordering",
     ],
 )
-async def test_shape(make: Any) -> None:
-    await parity(make)
+@pytest.mark.parametrize("in_atomic", [False, True], ids=["autocommit", "atomic"])
+async def test_shape(make: Any, in_atomic: bool) -> None:
+    await parity(make, in_atomic=in_atomic)
 
 
 @pytest.mark.parametrize(

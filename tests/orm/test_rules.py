@@ -17,7 +17,7 @@ from django.test.utils import override_settings
 
 from async_db import async_atomic, async_connections
 from async_db.test import isolated
-from tests.fix_db import TEST_APP_NAME
+from tests.fix_db import TEST_APP_NAME, our_backends
 from tests.orm_parity import SyncConnectionCounter
 from tests.ormapp.models import Author, Book, Country, Note
 
@@ -75,10 +75,14 @@ async def orm_pid(alias: str | None = None) -> int:
     return int(pid)
 
 
-async def test_native_calls_run_on_the_tasks_backend() -> None:
+async def test_native_calls_run_on_the_tasks_backend(observer: Any) -> None:
     assert await orm_pid() == await raw_pid()
     assert await orm_pid("other") == await raw_pid("other")
     assert await raw_pid("other") != await raw_pid()
+    # Server side: the task's two async connections are all the server sees
+    # of us; no sync connection was opened behind them.
+    backends = {pid for pid, _ in our_backends(observer)}
+    assert backends == {await raw_pid(), await raw_pid("other")}
     pid = (
         await Author.objects.annotate(pid=RawSQL("pg_backend_pid()", []))
         .values_list("pid", flat=True)
