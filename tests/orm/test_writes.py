@@ -345,3 +345,21 @@ async def test_positional_asave_arguments_warn_as_in_django_5_2() -> None:
     with pytest.warns(RemovedInDjango60Warning, match="positional arguments to asave"):
         await note.asave(False, False, None, ["n"])
     assert (await Note.objects.aget(pk=note.pk)).n == 3
+
+
+@isolated()
+async def test_abulk_create_on_conflict() -> None:
+    (ann,) = await Author.objects.abulk_create(
+        [Author(name="Ann", age=99)],
+        update_conflicts=True,
+        update_fields=["age"],
+        unique_fields=["name"],
+    )
+    stored = await Author.objects.aget(name="Ann")
+    assert stored.age == 99 and ann.pk == stored.pk  # the row's pk, returned
+    await Author.objects.abulk_create([Author(name="Bob", age=1)], ignore_conflicts=True)
+    assert (await Author.objects.aget(name="Bob")).age == 51
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        await Author.objects.abulk_create(
+            [Author(name="x")], ignore_conflicts=True, update_conflicts=True
+        )
