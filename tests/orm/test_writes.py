@@ -357,7 +357,9 @@ async def test_abulk_create_on_conflict() -> None:
     )
     stored = await Author.objects.aget(name="Ann")
     assert stored.age == 99 and ann.pk == stored.pk  # the row's pk, returned
-    await Author.objects.abulk_create([Author(name="Bob", age=1)], ignore_conflicts=True)
+    await Author.objects.abulk_create(
+        [Author(name="Bob", age=1)], ignore_conflicts=True
+    )
     assert (await Author.objects.aget(name="Bob")).age == 51
     with pytest.raises(ValueError, match="mutually exclusive"):
         await Author.objects.abulk_create(
