@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import zoneinfo
 from typing import Any
 
 import pytest
@@ -15,12 +16,16 @@ from django.db.models import (
     OuterRef,
     Subquery,
     Sum,
+    Window,
 )
+from django.db.models.functions import Lower, RowNumber, TruncDate
 
 from tests.orm_parity import method_parity, parity
 from tests.ormapp.models import Author, Book, Country
 
 pytestmark = pytest.mark.usefixtures("orm")
+
+PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 
 
 @pytest.mark.parametrize(
@@ -86,6 +91,17 @@ pytestmark = pytest.mark.usefixtures("orm")
         ),
         lambda: Book.objects.long().order_by("title"),
         lambda: Country.objects.all(),
+        lambda: Book.objects.datetimes("published", "day", tzinfo=PARIS),
+        lambda: Author.objects.values(lower=Lower("name")).order_by("lower"),
+        lambda: Author.objects.alias(n=Count("book")).filter(n__gte=2),
+        lambda: Book.objects.annotate(
+            rank=Window(RowNumber(), partition_by="author", order_by="-pages")
+        ).order_by("author_id", "rank"),
+        lambda: Book.objects.annotate(day=TruncDate("published")).values(
+            "title", "day"
+        ),
+        lambda: Author.objects.extra(select={"two": "2"}).values("name", "two"),
+        lambda: Book.objects.filter(author__in=Author.objects.filter(age=34)),
     ],
     ids=[
         "annotate-count",
@@ -113,6 +129,13 @@ pytestmark = pytest.mark.usefixtures("orm")
         "duration",
         "custom-queryset-method",
         "meta-ordering",
+        "datetimes-tzinfo",
+        "values-expression",
+        "alias-filter",
+        "window",
+        "truncdate",
+        "extra-select",
+        "subquery-in",
     ],
 )
 @pytest.mark.parametrize("in_atomic", [False, True], ids=["autocommit", "atomic"])
