@@ -21,14 +21,21 @@ from django.db.backends.signals import connection_created
 from django.db.models import Model
 
 
-def normal(value: Any) -> Any:
-    """A comparable form of a result: types kept, model instances unpacked."""
+def normal(value: Any, _seen: frozenset[int] = frozenset()) -> Any:
+    """A comparable form of a result: types kept, model instances unpacked
+    (a cached relation back to an instance being unpacked is a reference)."""
     if isinstance(value, Model):
+        if id(value) in _seen:
+            return ("ref", value._meta.label, value.pk)
+        seen = _seen | {id(value)}
         fields = {
-            k: normal(v) for k, v in sorted(value.__dict__.items()) if k != "_state"
+            k: normal(v, seen)
+            for k, v in sorted(value.__dict__.items())
+            if k != "_state"
         }
         cached = {
-            name: normal(obj) for name, obj in sorted(value._state.fields_cache.items())
+            name: normal(obj, seen)
+            for name, obj in sorted(value._state.fields_cache.items())
         }
         return (
             "model",
@@ -39,12 +46,12 @@ def normal(value: Any) -> Any:
             cached,
         )
     if isinstance(value, dict):
-        return ("dict", {k: normal(v) for k, v in value.items()}, list(value))
+        return ("dict", {k: normal(v, _seen) for k, v in value.items()}, list(value))
     if isinstance(value, tuple):
         names = getattr(value, "_fields", None)
-        return (type(value).__name__, names, [normal(v) for v in value])
+        return (type(value).__name__, names, [normal(v, _seen) for v in value])
     if isinstance(value, list):
-        return ("list", [normal(v) for v in value])
+        return ("list", [normal(v, _seen) for v in value])
     if isinstance(value, datetime.datetime):
         return ("datetime", value, repr(value.tzinfo))
     return (type(value).__name__, value)

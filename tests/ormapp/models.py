@@ -77,3 +77,13 @@ class Gadget(AsyncModel):
     name = models.CharField(max_length=50)
 
     objects = CustomQuerySet.as_manager()
+
+
+class Place(AsyncModel):
+    name = models.CharField(max_length=50)
+
+
+class Restaurant(Place):
+    """Multi-table inheritance: saves write both tables natively."""
+
+    seats = models.IntegerField(default=0)
