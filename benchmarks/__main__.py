@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from async_db._embedded import database_dsn
-from benchmarks import _summary, concurrency, fanout, latency, micro, transactions
+from benchmarks import _summary, concurrency, fanout, latency, micro, orm, transactions
 from benchmarks import http as http_bench
 from benchmarks._env import setup_django
 from benchmarks._harness import (
@@ -51,6 +51,7 @@ SCENARIOS: dict[str, Scenario] = {
     micro.NAME: micro.run,
     latency.NAME: latency.run,
     concurrency.NAME: concurrency.run,
+    orm.NAME: orm.run,
     transactions.NAME: transactions.run,
     fanout.NAME: fanout.run,
     http_bench.NAME: http_bench.run,
