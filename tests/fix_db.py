@@ -262,7 +262,12 @@ def no_leaked_backends(observer: psycopg.Connection[Any]) -> Iterator[None]:
 async def no_pending_tasks() -> AsyncIterator[None]:
     """Fail a test that leaves tasks pending on its event loop."""
     yield
+    from async_db._storage import wait_released
+
     current = asyncio.current_task()
+    # Connection releases started at task end are ours: let them finish.
+    async with asyncio.timeout(10):
+        await wait_released()
     for _ in range(3):
         # Let tasks that are finishing (cancelled, returning) complete.
         await asyncio.sleep(0)
