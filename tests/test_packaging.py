@@ -63,3 +63,25 @@ def test_backends_import_nothing_of_the_handler_layer() -> None:
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert offenders == {}
+
+
+def test_every_package_is_installed() -> None:
+    # pyproject lists the packages explicitly (package-dir maps the backends):
+    # a package missing there would be absent from a non-editable install.
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "packages"
+        ]
+    )
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "async_db").rglob("__init__.py")
+        if "backends" not in init.parent.relative_to(ROOT).parts
+    }
+    found |= {
+        ".".join(("async_db", *init.parent.relative_to(ROOT).parts))
+        for init in (ROOT / "backends").rglob("__init__.py")
+    }
+    assert listed == found
