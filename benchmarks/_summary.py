@@ -203,6 +203,14 @@ def http(result: Any) -> list[str]:
         f"Django views over HTTP (uvicorn, {connections} connections), requests/s "
         f"against the ORM's async views: async-db {', '.join(parts)}"
     )
+    native = [
+        f"{pair.native_speedup:.2f}x for a {pair.workload} (p99 "
+        f"{pair.native.p99_ms:.0f} ms)"
+        for pair in pairs
+        if getattr(pair, "native", None) is not None
+    ]
+    if native:
+        line += f"; async-db's native ORM {', '.join(native)}"
     reference = result.reference
     lookup = pairs[0].baseline.rps.median
     if reference is not None and lookup:

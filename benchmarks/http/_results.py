@@ -2,8 +2,8 @@
 
 One :class:`Sample` per timed load run; an :class:`EndpointResult` per view
 (its samples over the rounds, summarised by medians); a :class:`PairResult`
-per workload (async-db's view against the ORM's); an :class:`HttpResult` for
-the whole run.
+per workload (async-db's raw SQL view and its native ORM view, each against
+Django's ORM view); an :class:`HttpResult` for the whole run.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from typing import Any
 from benchmarks._harness import Spread
 from benchmarks.http._loadgen import LoadResult
 
-#: Contender names: ours, and the baseline every ratio is taken against.
+#: Contender names: ours (raw SQL on async-db's cursor), our native ORM, and
+#: the baseline every ratio is taken against (Django's ORM, async path).
 OURS = "async-db"
+NATIVE = "native"
 BASELINE = "orm"
 
 
@@ -113,11 +115,32 @@ class EndpointResult:
 
 @dataclass(frozen=True)
 class PairResult:
-    """One workload: async-db's view against the ORM's."""
+    """One workload: async-db's raw SQL view (``ours``) and its native ORM
+    view (``native``, None in results without it) against the ORM's."""
 
     workload: str
     ours: EndpointResult
     baseline: EndpointResult
+    native: EndpointResult | None = None
+
+    @property
+    def endpoints(self) -> list[EndpointResult]:
+        """The views in table order: raw SQL, native ORM, Django's ORM."""
+        native = [] if self.native is None else [self.native]
+        return [self.ours, *native, self.baseline]
+
+    @staticmethod
+    def paired(first: EndpointResult, second: EndpointResult) -> list[float]:
+        """Per round: ``first`` / ``second`` req/s (back-to-back runs)."""
+        pairs = zip(first.samples, second.samples, strict=True)
+        return [a.load.rps / b.load.rps for a, b in pairs if b.load.rps]
+
+    @property
+    def native_speedup(self) -> float | None:
+        """median(native req/s) / median(ORM req/s)."""
+        if self.native is None:
+            return None
+        return self.native.rps.median / self.baseline.rps.median
 
     @property
     def speedup(self) -> float:
@@ -126,9 +149,8 @@ class PairResult:
 
     @property
     def paired_speedups(self) -> list[float]:
-        """Per round: ours / ORM req/s (the two runs were back to back)."""
-        pairs = zip(self.ours.samples, self.baseline.samples, strict=True)
-        return [o.load.rps / b.load.rps for o, b in pairs if b.load.rps]
+        """Per round: ours / ORM req/s (the runs were back to back)."""
+        return self.paired(self.ours, self.baseline)
 
     @property
     def p99_ratio(self) -> float:
@@ -136,7 +158,7 @@ class PairResult:
 
     def to_json(self) -> dict[str, Any]:
         paired = self.paired_speedups
-        return {
+        out: dict[str, Any] = {
             "workload": self.workload,
             "speedup_of_medians": self.speedup,
             "paired_speedup": asdict(Spread.of(paired)) if paired else None,
@@ -144,6 +166,17 @@ class PairResult:
             OURS: self.ours.to_json(),
             BASELINE: self.baseline.to_json(),
         }
+        if self.native is not None:
+            vs_orm = self.paired(self.native, self.baseline)
+            vs_ours = self.paired(self.native, self.ours)
+            out[NATIVE] = self.native.to_json()
+            out["native_speedup_of_medians"] = self.native_speedup
+            out["native_paired_speedup"] = asdict(Spread.of(vs_orm)) if vs_orm else None
+            out["native_vs_async_db_paired"] = (
+                asdict(Spread.of(vs_ours)) if vs_ours else None
+            )
+            out["native_p99_ratio"] = self.native.p99_ms / self.baseline.p99_ms
+        return out
 
 
 @dataclass(frozen=True)
@@ -174,7 +207,7 @@ class HttpResult:
     @property
     def clean(self) -> bool:
         """No request failed, nothing leaked, both servers shut down cleanly."""
-        endpoints = [ep for p in self.pairs for ep in (p.ours, p.baseline)]
+        endpoints = [ep for p in self.pairs for ep in p.endpoints]
         if self.reference is not None:
             endpoints.append(self.reference)
         return (
@@ -229,22 +262,27 @@ class HttpResult:
                 "-" if cpu is None else f"{cpu:.2f}",
             ]
 
-        for pair in self.pairs:
-            rows.append(row(pair.workload, pair.ours))
-            rows.append(row("", pair.baseline))
-            paired = pair.paired_speedups
+        def ratio_note(first: EndpointResult, second: EndpointResult) -> str:
+            paired = PairResult.paired(first, second)
             spread = (
                 f" (per round {min(paired):.2f}x - {max(paired):.2f}x)"
                 if paired
                 else ""
             )
-            notes.append(
-                (
-                    len(rows),
-                    f"{OURS}/{BASELINE}: {pair.speedup:.2f}x req/s{spread}, "
-                    f"p99 x{pair.p99_ratio:.2f}",
-                )
+            speedup = first.rps.median / second.rps.median
+            p99 = first.p99_ms / second.p99_ms
+            return (
+                f"{first.contender}/{second.contender}: {speedup:.2f}x "
+                f"req/s{spread}, p99 x{p99:.2f}"
             )
+
+        for pair in self.pairs:
+            for i, ep in enumerate(pair.endpoints):
+                rows.append(row(pair.workload if i == 0 else "", ep))
+            notes.append((len(rows), ratio_note(pair.ours, pair.baseline)))
+            if pair.native is not None:
+                notes.append((len(rows), ratio_note(pair.native, pair.baseline)))
+                notes.append((len(rows), ratio_note(pair.native, pair.ours)))
         if self.reference is not None:
             rows.append(row(self.reference.workload, self.reference))
             lookup = self.pairs[0].baseline.rps.median if self.pairs else 0.0

@@ -1,17 +1,17 @@
-"""The HTTP scenario: the example site under load, async-db views against the
-ORM's, over real HTTP on loopback.
+"""The HTTP scenario: the example site under load, async-db views (raw SQL and
+the native ORM) against Django's ORM views, over real HTTP on loopback.
 
 Processes: this one (orchestration, and an *observer* connection polling
 ``pg_stat_activity``), two uvicorn servers running :mod:`benchmarks.http.site`
 (1 worker each), and a load generator per timed run (wrk, else
 :mod:`benchmarks.http.load`). Each contender has a server of its own, both
 identical but for ``application_name``, so that the observer can tell whose
-backends it sees: the async-db server only serves async-db views (its
-AsyncConnectionPool), the ORM server only ORM views (Django's
-ConnectionPool). Only one server is under load at a time.
+backends it sees: the async-db server only serves async-db views, raw SQL
+and native ORM (its AsyncConnectionPool), the ORM server only Django's ORM
+views (Django's ConnectionPool). Only one server is under load at a time.
 
-Per round, the two views of a workload run back to back (order swapped every
-other round, as in ``benchmarks.micro``), for the same duration with the same
+Per round, the three views of a workload run back to back (order reversed
+every other round, as in ``benchmarks.micro``), for the same duration with the same
 seed (the same ids in the same order with the Python client); then a view
 without database access (``/health/``) gives the ceiling that Django and
 uvicorn alone allow on this machine. Before the first round every view gets
@@ -49,6 +49,7 @@ from benchmarks.http import NAME, TITLE
 from benchmarks.http._loadgen import LoadSpec, resolve_tool, run_load, tool_version
 from benchmarks.http._results import (
     BASELINE,
+    NATIVE,
     OURS,
     EndpointResult,
     HttpResult,
@@ -149,14 +150,19 @@ def all_views() -> list[View]:
     return [v for workload in WORKLOADS for v in views_of(workload)] + [REFERENCE]
 
 
-def views_of(workload: str) -> tuple[View, View]:
-    """(ours, baseline) for one workload."""
+#: The views of a workload, in round 0's order; the server each runs on (the
+#: native ORM runs on async-db's connections: the async-db server).
+CONTENDERS = (OURS, NATIVE, BASELINE)
+SERVER_OF = {OURS: OURS, NATIVE: OURS, BASELINE: BASELINE}
+
+
+def views_of(workload: str) -> tuple[View, ...]:
+    """(ours, native, baseline) for one workload."""
     method, template = WORKLOADS[workload]
-    ours, base = (
+    return tuple(
         View(workload, name, method, template.replace("{contender}", name))
-        for name in (OURS, BASELINE)
+        for name in CONTENDERS
     )
-    return ours, base
 
 
 # ##### Servers #####
@@ -457,14 +463,15 @@ def progress(text: str) -> None:
 
 
 async def check_same_results(servers: dict[str, Server]) -> None:
-    """Both lookup views must return the same JSON for the same item."""
+    """Every lookup view must return the same JSON for the same item."""
     bodies = {}
-    for name, server in servers.items():
+    for name in CONTENDERS:
+        server = servers[SERVER_OF[name]]
         status, body = await http_get(server.port, f"/items/7/{name}/")
         if status != 200:
             raise AssertionError(f"{name} lookup answered {status}: {body!r}")
         bodies[name] = body
-    if bodies[OURS] != bodies[BASELINE]:
+    if len(set(bodies.values())) != 1:
         raise AssertionError(f"views disagree: {bodies!r}")
 
 
@@ -534,7 +541,10 @@ async def run(dsn: str, config: Any = None) -> HttpResult:
         "django": django.get_version(),
         "psycopg": f"{psycopg.__version__} ({psycopg.pq.__impl__})",
     }
-    pairs = [PairResult(w, results[w, OURS], results[w, BASELINE]) for w in WORKLOADS]
+    pairs = [
+        PairResult(w, results[w, OURS], results[w, BASELINE], results[w, NATIVE])
+        for w in WORKLOADS
+    ]
     return HttpResult(
         scenario=NAME,
         title=TITLE,
@@ -563,16 +573,17 @@ async def measure_all(
     for workload in WORKLOADS:
         for view in views_of(workload):
             progress(f"warm-up {workload} {view.contender} ({config.warmup:g}s)")
-            server = servers[view.contender]
+            server = servers[SERVER_OF[view.contender]]
             await run_load(spec_for(view, server, warmup, seed=0), tool)
     for round_ in range(config.rounds):
         for index, workload in enumerate(WORKLOADS):
-            pair = views_of(workload)
-            order = pair if round_ % 2 == 0 else pair[::-1]
+            views = views_of(workload)
+            order = views if round_ % 2 == 0 else views[::-1]
             seed = 1000 * (round_ + 1) + index
             for view in order:
+                server = servers[SERVER_OF[view.contender]]
                 sample = await measure_view(
-                    observer, servers[view.contender], view, config, tool, round_, seed
+                    observer, server, view, config, tool, round_, seed
                 )
                 results[workload, view.contender].samples.append(sample)
         # The no-database reference: on the async-db server (it never

@@ -21,9 +21,14 @@ path                                      method  does
 ========================================  ======  ==============================
 ``health/``                               GET     no database: ``{"status": "ok"}``
 ``items/<pk>/async-db/``                  GET     point lookup, async-db cursor
-``items/<pk>/orm/``                       GET     point lookup, ``Item.objects.aget``
+``items/<pk>/native/``                    GET     point lookup, ``Item.objects.aget``
+                                                  (async-db's native ORM)
+``items/<pk>/orm/``                       GET     point lookup, Django's own
+                                                  ``Item.django_objects.aget``
 ``items/<pk>/bump/async-db/``             POST    ``value += 1`` and read back in
-                                                  ``async_atomic``
+                                                  ``async_atomic`` (SQL)
+``items/<pk>/bump/native/``               POST    the same with ``aupdate`` and
+                                                  ``aget`` in ``async_atomic``
 ``items/<pk>/bump/orm/``                  POST    the same in ``transaction.atomic``
                                                   via ``sync_to_async``
 ========================================  ======  ==============================

@@ -1,14 +1,18 @@
-"""Two pairs of async views doing the same work, one through async-db and one
-through Django's ORM on its standard async path.
+"""Two workloads, each written three ways doing the same work: raw SQL on
+async-db's cursor, the native ORM (what a user of async-db writes), and
+Django's ORM on its standard async path.
 
 * Point lookup: ``SELECT id, name, value ... WHERE id = %s``.
-  ``item_async_db`` runs it on the request task's async-db connection;
-  ``item_orm`` calls ``Item.objects.aget()``, which Django runs in a thread
-  through ``sync_to_async``.
+  ``item_async_db`` runs it on the request task's async-db cursor;
+  ``item_native`` calls ``Item.objects.aget()``, which async-db's native ORM
+  runs on the same connection; ``item_orm`` calls Django's own
+  ``Item.django_objects.aget()``, which Django runs in a thread through
+  ``sync_to_async``.
 * Short transaction: ``UPDATE ... SET value = value + 1`` then read the row
-  back, committed together. ``bump_async_db`` uses ``async_atomic``;
-  ``bump_orm`` runs a function using ``transaction.atomic`` through
-  ``sync_to_async`` (Django has no async transactions).
+  back, committed together. ``bump_async_db`` runs the SQL in
+  ``async_atomic``; ``bump_native`` runs ``aupdate()`` and ``aget()`` in
+  ``async_atomic``; ``bump_orm`` runs a function using ``transaction.atomic``
+  through ``sync_to_async`` (Django has no async transactions).
 
 No view closes anything: async-db releases the request task's connection when
 the task ends, Django's ``request_finished`` signal the ORM's.
@@ -70,9 +74,20 @@ async def item_async_db(request: HttpRequest, pk: int) -> JsonResponse:
 
 
 @require_GET
-async def item_orm(request: HttpRequest, pk: int) -> JsonResponse:
+async def item_native(request: HttpRequest, pk: int) -> JsonResponse:
+    """The native ORM: the query runs on the request task's connection."""
     try:
         item = await Item.objects.aget(pk=pk)
+    except Item.DoesNotExist:
+        return not_found()
+    return JsonResponse(item.to_json())
+
+
+@require_GET
+async def item_orm(request: HttpRequest, pk: int) -> JsonResponse:
+    """Django's own ``aget()``: ``get()`` in a thread, on Django's connection."""
+    try:
+        item = await Item.django_objects.aget(pk=pk)
     except Item.DoesNotExist:
         return not_found()
     return JsonResponse(item.to_json())
@@ -95,13 +110,24 @@ async def bump_async_db(request: HttpRequest, pk: int) -> JsonResponse:
     return item_response(row)
 
 
+@require_POST
+async def bump_native(request: HttpRequest, pk: int) -> JsonResponse:
+    """The native ORM in ``async_atomic``: the same two statements as
+    ``bump_async_db``, in one transaction on the request task's connection."""
+    async with async_atomic():
+        if await Item.objects.filter(pk=pk).aupdate(value=F("value") + 1) == 0:
+            return not_found()
+        item = await Item.objects.aget(pk=pk)
+    return JsonResponse(item.to_json())
+
+
 def bump_item(pk: int) -> Item | None:
     """The ORM's transaction (sync): the same two statements as
     ``bump_async_db``, or None if there is no such item."""
     with transaction.atomic():
-        if Item.objects.filter(pk=pk).update(value=F("value") + 1) == 0:
+        if Item.django_objects.filter(pk=pk).update(value=F("value") + 1) == 0:
             return None
-        return Item.objects.get(pk=pk)
+        return Item.django_objects.get(pk=pk)
 
 
 @require_POST
