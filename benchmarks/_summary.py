@@ -161,10 +161,12 @@ def orm(data: Mapping[str, Any]) -> list[str]:
         f"{native_1['median_us']:.0f} us (p99 {native_1['p99_us']:.0f}), "
         f"{plain_1['native_time_vs'][DJANGO]:.2f}x the time of Django's aget() "
         f"and {plain_1['native_time_vs'][RAW]:.2f}x the raw cursor's (reference "
-        f"ratios: at most 0.75x and 1.6x); Django's query building, compiling "
-        f"and model construction take {split['build_compile_convert_us']:.0f} "
-        f"us{of_gap} of the {split['native_minus_raw_us']:.0f} us native spends "
-        f"beyond the raw cursor.",
+        f"ratios: at most 0.75x and 1.6x); of the "
+        f"{split['native_minus_raw_us']:.0f} us native spends beyond the raw "
+        f"cursor, Django's query building, compiling and model construction "
+        f"take {split['build_compile_convert_us']:.0f} us{of_gap}, and the "
+        f"round trip itself, slower after that CPU work than in the raw "
+        f"cursor's tight loop, {split['execute_excess_us']:.0f} us.",
         f"ORM lookup spending 2 ms on the server: native aget() "
         f"{slow_k['native_speed_vs'][DJANGO]:.2f}x Django's aget() throughput at "
         f"K={slow_k['tasks']} (Django's runs one query at a time on its one "
