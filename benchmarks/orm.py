@@ -26,7 +26,10 @@ Measured:
   around each: build (``filter()``, ``order_by()``, the ``LIMIT``,
   ``get_compiler()``), compile (``as_sql()``), execute (``await
   cursor.execute()``, ``fetchall()``), convert (``results_iter(results=...)``:
-  converters, then ``Model.from_db``);
+  converters, then ``Model.from_db``); with two controls after every lookup,
+  the raw cursor's execute after as much busy CPU as build + compile took,
+  and right after another query (the same round trip, with and without CPU
+  work before it);
 * **2 ms on the server**: the same lookups with
   ``.annotate(s=RawSQL("(SELECT 1 FROM pg_sleep(0.002))", []))``, at K=1 and
   K=100: where Django's ``sync_to_async`` path runs every query of a plain
@@ -390,8 +393,32 @@ async def split_one(conn: Any, pk: int) -> tuple[int, int, int, int]:
     return t1 - t0, t2 - t1, t3 - t2, t4 - t3
 
 
-async def measure_split(count: int) -> dict[str, list[float]]:
-    """µs per step of ``count`` lookups (run in a task of its own)."""
+async def raw_execute(conn: Any, sql: str, pk: int, busy_ns: int = 0) -> float:
+    """µs of the raw cursor's execute + fetchall, after ``busy_ns`` of CPU
+    spent busy-waiting (none: right after the previous query)."""
+    if busy_ns:
+        end = time.perf_counter_ns() + busy_ns
+        while time.perf_counter_ns() < end:
+            pass
+    start = time.perf_counter_ns()
+    cursor = conn.cursor()
+    try:
+        await cursor.execute(sql, [pk])
+        rows = await cursor.fetchall()
+    finally:
+        await cursor.close()
+    elapsed = (time.perf_counter_ns() - start) / 1000
+    if len(rows) != 1 or rows[0][0] != pk:
+        raise AssertionError(f"the raw control read {rows!r} for pk {pk}")
+    return elapsed
+
+
+async def measure_split(count: int, raw_sql: str) -> dict[str, list[float]]:
+    """µs per step of ``count`` lookups (run in a task of its own). After
+    each lookup, two controls on the raw cursor: its execute after as much
+    busy CPU as that lookup's build + compile took (``raw_after_cpu``), then
+    right after that query (``raw_back_to_back``): how long the same round
+    trip takes with and without CPU work before it."""
     from async_db import async_connections
 
     conn = async_connections[POOLED_ALIAS]
@@ -400,12 +427,18 @@ async def measure_split(count: int) -> dict[str, list[float]]:
         await split_one(conn, pk)
     out: dict[str, list[float]] = {step: [] for step in STEPS}
     out["total"] = []
+    out["raw_after_cpu"] = []
+    out["raw_back_to_back"] = []
     collect_garbage()
     for pk in round_pks("split", 0, count):
         steps = await split_one(conn, pk)
         for step, ns in zip(STEPS, steps, strict=True):
             out[step].append(ns / 1000)
         out["total"].append(sum(steps) / 1000)
+        out["raw_after_cpu"].append(
+            await raw_execute(conn, raw_sql, pk, busy_ns=steps[0] + steps[1])
+        )
+        out["raw_back_to_back"].append(await raw_execute(conn, raw_sql, pk))
     return out
 
 
@@ -514,6 +547,21 @@ def split_table(split: dict[str, Any]) -> Table:
         for step in STEPS
     ]
     rows.append(["total (median of per-lookup sums)", f"{medians['total']:.1f}", ""])
+    rows.append([])
+    rows.append(
+        [
+            "control: raw execute after as much CPU as build + compile",
+            f"{medians['raw_after_cpu']:.1f}",
+            "",
+        ]
+    )
+    rows.append(
+        [
+            "control: raw execute right after another query",
+            f"{medians['raw_back_to_back']:.1f}",
+            "",
+        ]
+    )
     return Table(
         f"CPU split of native aget(), {split['lookups']} sequential lookups, "
         "median µs per step",
@@ -634,7 +682,9 @@ async def measure(bench: Bench, size: Size, config: RunConfig) -> dict[str, Any]
         data["throughput"][variant] = throughput_stats(samples, level)
         if not slow:
             progress.step(f"{NAME}: CPU split")
-            split = await asyncio.create_task(measure_split(size.split_lookups))
+            split = await asyncio.create_task(
+                measure_split(size.split_lookups, raw_sql)
+            )
             await _storage.wait_released()
             data["split"] = split_stats(split, data["latency"][PLAIN])
     return data
