@@ -29,7 +29,7 @@ def _models() -> list[Any]:
     return [
         m
         for m in models
-        if m._meta.app_label != "ormapp" or m.__module__ == "tests.ormapp.models"
+        if m._meta.app_label != "ormapp" or m.__module__.startswith("tests.ormapp.")
     ]
 
 

@@ -87,3 +87,9 @@ class Restaurant(Place):
     """Multi-table inheritance: saves write both tables natively."""
 
     seats = models.IntegerField(default=0)
+
+
+# Part 2's models (issue 12), one module per area so their owners don't collide.
+from tests.ormapp.models_deletion import *  # noqa: E402, F403
+from tests.ormapp.models_relations import *  # noqa: E402, F403
+from tests.ormapp.models_requestpath import *  # noqa: E402, F403
