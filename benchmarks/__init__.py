@@ -20,9 +20,11 @@ Every scenario follows the same rules so that its numbers can be compared:
   ours to psycopg are reported, never a single best run.
 
 Scenarios: ``micro`` (our cursor against bare psycopg), ``latency``,
-``concurrency`` (K tasks, throughput and peak server backends), ``transactions``,
+``concurrency`` (K tasks, throughput and peak server backends), ``orm`` (the
+native ORM's ``aget()`` against Django's and a raw cursor), ``transactions``,
 ``fanout`` (sequential against ``gather``) and ``http`` (a Django site under
-uvicorn, async-db views against ORM views, ``benchmarks/http/``). Shared code:
+uvicorn, async-db's raw SQL and native ORM views against Django's ORM views,
+``benchmarks/http/``). Shared code:
 ``_harness`` (timing, statistics, tables, JSON), ``_env``, ``_contenders``,
 ``_summary`` (the closing summary), ``_plot``.
 """
