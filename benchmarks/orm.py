@@ -711,6 +711,9 @@ async def run(dsn: str, config: RunConfig) -> ScenarioResult:
         "sample (native and raw cursor share the pooled alias); failed: tasks "
         f"that raised, over all rounds ({failed})"
         + (f": {'; '.join(errors)}" if errors else ""),
+        "the native - raw cursor gap comes from the K=1 pass, its parts from "
+        "the CPU split pass, run later: on a busy machine (or a --quick run) "
+        "they need not add up",
         f"2 ms lookup: .annotate(s=RawSQL({SLEEP_SQL!r}, [])) on the same "
         "lookup; Django's aget() runs every query of the program on its one "
         "sync_to_async thread",
