@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib.util
+import json
 import os
 import re
 import secrets
@@ -257,13 +258,14 @@ async def start_server(
     raise AssertionError("unreachable")
 
 
-async def http_get(port: int, path: str) -> tuple[int, bytes]:
-    """One GET on a fresh connection: (status, body)."""
+async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
+    """One request (a GET unless told) on a fresh connection: (status, body)."""
     reader, writer = await asyncio.open_connection(HOST, port)
+    length = "" if method in ("GET", "HEAD") else "Content-Length: 0\r\n"
     try:
         writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-            f"Connection: close\r\n\r\n".encode()
+            f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            f"{length}Connection: close\r\n\r\n".encode()
         )
         status, _, body = await read_response(reader)
         return status, body
@@ -463,7 +465,8 @@ def progress(text: str) -> None:
 
 
 async def check_same_results(servers: dict[str, Server]) -> None:
-    """Every lookup view must return the same JSON for the same item."""
+    """Every lookup view must return the same JSON for the same item, and
+    every transaction view must add 1 to its item's value."""
     bodies = {}
     for name in CONTENDERS:
         server = servers[SERVER_OF[name]]
@@ -473,6 +476,20 @@ async def check_same_results(servers: dict[str, Server]) -> None:
         bodies[name] = body
     if len(set(bodies.values())) != 1:
         raise AssertionError(f"views disagree: {bodies!r}")
+    # Each transaction view increments the same item once, in turn, and
+    # answers the row as it committed it.
+    values = []
+    for name in CONTENDERS:
+        server = servers[SERVER_OF[name]]
+        status, body = await http_get(server.port, f"/items/9/bump/{name}/", "POST")
+        if status != 200:
+            raise AssertionError(f"{name} bump answered {status}: {body!r}")
+        item = json.loads(body)
+        if item["id"] != 9:
+            raise AssertionError(f"{name} bump answered {item!r} for item 9")
+        values.append(item["value"])
+    if values != list(range(values[0], values[0] + len(values))):
+        raise AssertionError(f"the bump views did not add 1 each: {values!r}")
 
 
 def spec_for(view: View, server: Server, config: HttpConfig, seed: int) -> LoadSpec:
