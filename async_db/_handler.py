@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.transaction import TransactionManagementError
 from django.utils.connection import ConnectionDoesNotExist
 
-from async_db import _storage
+from async_db import _share, _storage
 from async_db._engine import load_backend
 from async_db.backends.base.pools import PoolRegistry
 
@@ -72,6 +72,11 @@ class AsyncConnectionHandler:
             pass
         if alias not in self.settings:
             raise ConnectionDoesNotExist(f"The connection '{alias}' doesn't exist.")
+        shared = _share.shared_connection(key)
+        if shared is not None:
+            # Test-only share mode: the test's own wrapper (never stored in
+            # this task's scope, so this task's end doesn't release it).
+            return shared
         self._check_spawned_in_transaction(alias, task)
         conn = self.create_connection(alias, owner=task)
         scope.connections[key] = conn

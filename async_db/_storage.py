@@ -160,14 +160,20 @@ class enter_new_scope:
     """Switch the current task to a fresh, empty scope until :meth:`exit`."""
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
+        from async_db._share import leave_shares
+
         self.scope = Scope(task)
         self._scope_token = _scope_var.set(self.scope)
         self._tx_token = _open_transactions.set(MappingProxyType({}))
+        self._share_token = leave_shares()
 
     def exit(self) -> list[BaseAsyncDatabaseWrapper]:
         """Restore the previous scope; return this scope's connections."""
+        from async_db._share import _shares
+
         _scope_var.reset(self._scope_token)
         _open_transactions.reset(self._tx_token)
+        _shares.reset(self._share_token)
         return self.scope.pop_all()
 
 

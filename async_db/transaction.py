@@ -120,6 +120,35 @@ class Atomic:
 
     async def __aenter__(self) -> None:
         connection = get_connection(self.using)
+        share = connection.share
+        if share is None:
+            await self._enter(connection)
+            return
+        # Test-only share mode: the block holds the shared connection.
+        await share.acquire(self)
+        try:
+            await self._enter(connection)
+        except BaseException:
+            share.release(self)
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        connection = get_connection(self.using)
+        share = connection.share
+        if share is None or not share.holds(self):
+            await self._exit(connection, exc_type, exc_value)
+            return
+        try:
+            await self._exit(connection, exc_type, exc_value)
+        finally:
+            share.release(self)
+
+    async def _enter(self, connection: BaseAsyncDatabaseWrapper) -> None:
         if (
             self.durable
             and connection.atomic_blocks
@@ -157,14 +186,12 @@ class Atomic:
         if connection.in_atomic_block:
             connection.atomic_blocks.append(self)
 
-    async def __aexit__(
+    async def _exit(
         self,
+        connection: BaseAsyncDatabaseWrapper,
         exc_type: type[BaseException] | None,
         exc_value: BaseException | None,
-        traceback: TracebackType | None,
     ) -> None:
-        connection = get_connection(self.using)
-
         if connection.in_atomic_block:
             connection.atomic_blocks.pop()
 

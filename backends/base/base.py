@@ -174,6 +174,9 @@ class BaseAsyncDatabaseWrapper:
             list[tuple[set[str | None], OnCommitCallback, bool]] | None
         ) = None
         self.execute_wrappers: list[ExecuteWrapper] = []
+        #: Test-only (``isolated(spawned_tasks="share")``): what makes the tasks
+        #: sharing this wrapper take turns; atomic blocks hold a turn.
+        self.share: Any = None
 
         # Serialises connect() so concurrent ensure_connection() opens one
         # connection; created lazily because a lock binds to a running loop.
