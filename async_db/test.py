@@ -261,14 +261,33 @@ def teardown_test_databases(
 # -- Isolation modes -----------------------------------------------------------
 
 
+#: The values of ``isolated(spawned_tasks=...)``.
+SPAWNED_TASKS = ("forbid", "share")
+
+
 class _Isolated:
     """Rollback mode: see :func:`isolated`."""
 
-    def __init__(self, databases: Sequence[str] | str | None) -> None:
+    def __init__(
+        self,
+        databases: Sequence[str] | str | None,
+        spawned_tasks: str = "forbid",
+        share_timeout: float = 10.0,
+    ) -> None:
+        if spawned_tasks not in SPAWNED_TASKS:
+            raise ValueError(
+                f"isolated(spawned_tasks={spawned_tasks!r}): use one of "
+                f"{', '.join(map(repr, SPAWNED_TASKS))}."
+            )
         self.aliases = _aliases(databases)
+        self.spawned_tasks = spawned_tasks
+        self.share_timeout = share_timeout
         self._stacks: list[AsyncExitStack] = []
 
     async def __aenter__(self) -> None:
+        from async_db import async_connections
+        from async_db._share import SharedConnection
+
         for alias in self.aliases:
             _check_test_database(alias, "open rollback mode on")
         stack = AsyncExitStack()
@@ -278,6 +297,14 @@ class _Isolated:
             block._from_testcase = True
             await stack.enter_async_context(block)
             stack.push_async_callback(_roll_back_later, alias)
+            if self.spawned_tasks == "share":
+                share = SharedConnection(
+                    async_connections[alias],
+                    (async_connections, alias),
+                    self.share_timeout,
+                )
+                share.install()
+                stack.callback(share.uninstall)
         self._stacks.append(stack)
 
     async def __aexit__(
@@ -291,7 +318,7 @@ class _Isolated:
     def __call__(self, func: F) -> F:
         @functools.wraps(func)
         async def inner(*args: Any, **kwargs: Any) -> Any:
-            async with _Isolated(self.aliases):
+            async with _Isolated(self.aliases, self.spawned_tasks, self.share_timeout):
                 return await func(*args, **kwargs)
 
         return inner  # type: ignore[return-value]
@@ -306,15 +333,28 @@ async def _roll_back_later(alias: str) -> None:
         conn.set_rollback(True)
 
 
-def isolated(databases: Sequence[str] | str | None = None) -> _Isolated:
+def isolated(
+    databases: Sequence[str] | str | None = None,
+    *,
+    spawned_tasks: str = "forbid",
+    share_timeout: float = 10.0,
+) -> _Isolated:
     """Run a test (``async with isolated():`` or ``@isolated()``) inside a
     transaction per alias (default ``"default"``; ``"__all__"`` for every
     alias) that is rolled back at the end.
 
+    ``spawned_tasks``: what a task the test spawns gets on those aliases.
+    ``"forbid"`` (the default, production's rule): a
+    ``TransactionManagementError``, since its own connection would escape the
+    test's transaction. ``"share"`` (test-only): the test's connection, one
+    query or ``async_atomic`` block at a time (tasks spawned inside a holder's
+    block may use it); a task waiting longer than ``share_timeout`` seconds
+    gets an error naming the holder. Everything is rolled back at the end.
+
     Raises ``ProgrammingError`` naming the alias and the database, before
     opening anything, if one of them is not a test database
     (:func:`is_test_database`)."""
-    return _Isolated(databases)
+    return _Isolated(databases, spawned_tasks, share_timeout)
 
 
 @asynccontextmanager
