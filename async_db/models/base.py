@@ -16,6 +16,7 @@ calls the sync ``refresh_from_db()``, which raises ``SynchronousOnlyOperation``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -31,7 +32,13 @@ from async_db.models.query import native
 from async_db.models.signals import asend
 from async_db.transaction import async_atomic, mark_for_rollback_on_error
 
-__all__ = ["AsyncModel", "AsyncModelMixin", "adelete_object", "asave_object"]
+__all__ = [
+    "AsyncModel",
+    "AsyncModelMixin",
+    "NativeInstance",
+    "adelete_object",
+    "asave_object",
+]
 
 #: Version seam: Django 6.0 removed the positional arguments of save()/asave()
 #: (RemovedInDjango60Warning, ``Model._parse_save_params``); 5.2 still
@@ -50,15 +57,6 @@ async def asave_object(
     """Async twin of ``Model.save()`` for any model instance. A model whose
     class overrides ``save()`` without an ``asave()`` of async-db's is refused:
     its ``save()`` is sync code that this native path would skip."""
-    if (
-        not isinstance(self, AsyncModelMixin)
-        and type(self).save is not models.Model.save
-    ):
-        raise NotSupportedError(
-            f"{type(self).__qualname__} overrides save(); a native save would "
-            f"skip it. Give the model an async asave() (AsyncModelMixin) that "
-            f"does the same work."
-        )
     if isinstance(self, AsyncModelMixin):
         await self.asave(
             force_insert=force_insert,
@@ -66,8 +64,15 @@ async def asave_object(
             using=using,
             update_fields=update_fields,
         )
-    else:
-        await _asave(self, force_insert, force_update, using, update_fields)
+        return
+    save = _native_save(type(self))
+    if save is None:
+        raise NotSupportedError(
+            f"{type(self).__qualname__} overrides save(); a native save would "
+            f"skip it. Give the model an async asave() (AsyncModelMixin) that "
+            f"does the same work."
+        )
+    await save(self, force_insert, force_update, using, update_fields)
 
 
 async def _asave(
@@ -530,3 +535,186 @@ class AsyncModel(AsyncModelMixin, models.Model):
 
     class Meta:
         abstract = True
+
+
+# ##### native(instance) and the model methods of the global opt-in #####
+#
+# Issue 12, item 4: any model's instance gets native asave(), adelete() and
+# arefresh_from_db(). A model class that overrides save()/delete()/
+# refresh_from_db() is refused (its sync override would be skipped), except
+# for the overrides of Django's own models that have an async twin below.
+
+_SaveTwin = Callable[[Any, Any, bool, "str | None", Any], Awaitable[None]]
+
+
+async def _asave_abstract_base_user(
+    self: Any,
+    force_insert: Any,
+    force_update: bool,
+    using: str | None,
+    update_fields: Any,
+) -> None:
+    """Async twin of ``AbstractBaseUser.save()``: ``Model.save()``, then
+    ``password_validation.password_changed()`` (no query in Django's
+    validators) for a password set since the last save."""
+    from django.contrib.auth import password_validation
+
+    await _asave(self, force_insert, force_update, using, update_fields)
+    if self._password is not None:
+        password_validation.password_changed(self._password, self)
+        self._password = None
+
+
+def _save_twins() -> dict[Any, _SaveTwin]:
+    """Django's ``save()`` overrides (the functions) -> their async twins.
+    Built when first needed: ``django.contrib.auth`` may not be installed."""
+    twins: dict[Any, _SaveTwin] = {models.Model.save: _asave}
+    from django.apps import apps
+
+    if apps.is_installed("django.contrib.auth"):
+        from django.contrib.auth.base_user import AbstractBaseUser
+
+        twins[AbstractBaseUser.save] = _asave_abstract_base_user
+    return twins
+
+
+def _defining(cls: type, name: str) -> Any:
+    """``name`` as the first class of ``cls``'s MRO that defines it has it."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    raise AttributeError(name)  # pragma: no cover - every model has them
+
+
+def _native_save(cls: type) -> _SaveTwin | None:
+    """The async twin of ``cls.save()`` (``Model.save()``'s, or that of a
+    Django model's override), or None when the class overrides ``save()``
+    with code async-db cannot run natively."""
+    return _save_twins().get(_defining(cls, "save"))
+
+
+def _refuse_override(instance: Any, name: str) -> None:
+    """A model that overrides ``name()`` (and isn't an ``AsyncModelMixin``,
+    whose ``a<name>`` is the user's to keep in step) is refused: the native
+    twin of ``Model.<name>()`` would skip the override."""
+    cls = type(instance)
+    if isinstance(instance, AsyncModelMixin):
+        return
+    if _defining(cls, name) is not vars(models.Model)[name]:
+        raise NotSupportedError(
+            f"{cls.__qualname__} overrides {name}(); a native a{name}() would "
+            f"skip it. Give the model an async a{name}() (AsyncModelMixin) that "
+            f"does the same work."
+        )
+
+
+async def asave_instance(
+    instance: Any,
+    *args: Any,
+    force_insert: Any = False,
+    force_update: bool = False,
+    using: str | None = None,
+    update_fields: Any = None,
+) -> None:
+    """Native ``instance.asave()`` for any model: the async twin of its
+    class's ``save()`` (see :func:`asave_object`)."""
+    if args and not SAVE_ACCEPTS_POSITIONAL_ARGS:
+        raise TypeError(
+            f"{type(instance).__qualname__}.asave() takes keyword arguments only."
+        )
+    if args:  # RemovedInDjango60Warning, as Django 5.2's asave().
+        force_insert, force_update, using, update_fields = instance._parse_save_params(
+            *args,
+            method_name="asave",
+            force_insert=force_insert,
+            force_update=force_update,
+            using=using,
+            update_fields=update_fields,
+        )
+    await asave_object(
+        instance,
+        force_insert=force_insert,
+        force_update=force_update,
+        using=using,
+        update_fields=update_fields,
+    )
+
+
+async def adelete_instance(
+    instance: Any, using: str | None = None, keep_parents: bool = False
+) -> tuple[int, dict[str, int]]:
+    """Native ``instance.adelete()`` for any model (``Model.delete()``'s twin,
+    :func:`adelete_object`); a model overriding ``delete()`` is refused."""
+    if isinstance(instance, AsyncModelMixin):
+        return await instance.adelete(using=using, keep_parents=keep_parents)
+    _refuse_override(instance, "delete")
+    return await adelete_object(instance, using=using, keep_parents=keep_parents)
+
+
+async def arefresh_instance(
+    instance: Any,
+    using: str | None = None,
+    fields: Any = None,
+    from_queryset: Any = None,
+) -> None:
+    """Native ``instance.arefresh_from_db()`` for any model (the twin of
+    ``Model.refresh_from_db()``, :func:`arefresh_object`), in place; a model
+    overriding ``refresh_from_db()`` is refused."""
+    if isinstance(instance, AsyncModelMixin):
+        await instance.arefresh_from_db(
+            using=using, fields=fields, from_queryset=from_queryset
+        )
+        return
+    _refuse_override(instance, "refresh_from_db")
+    await arefresh_object(
+        instance, using=using, fields=fields, from_queryset=from_queryset
+    )
+
+
+class NativeInstance:
+    """What ``native(instance)`` returns: the instance's ``asave()``,
+    ``adelete()`` and ``arefresh_from_db()``, native, acting on ``instance``
+    itself (``await native(user).arefresh_from_db(fields=["last_login"])``
+    updates ``user``). Any model, ``AsyncModel`` or not."""
+
+    __slots__ = ("instance",)
+
+    def __init__(self, instance: models.Model) -> None:
+        self.instance = instance
+
+    def __repr__(self) -> str:
+        return f"<native {self.instance!r}>"
+
+    async def asave(
+        self,
+        *args: Any,
+        force_insert: Any = False,
+        force_update: bool = False,
+        using: str | None = None,
+        update_fields: Any = None,
+    ) -> None:
+        """Async twin of ``Model.save()`` on the instance."""
+        await asave_instance(
+            self.instance,
+            *args,
+            force_insert=force_insert,
+            force_update=force_update,
+            using=using,
+            update_fields=update_fields,
+        )
+
+    async def adelete(
+        self, using: str | None = None, keep_parents: bool = False
+    ) -> tuple[int, dict[str, int]]:
+        """Async twin of ``Model.delete()`` on the instance."""
+        return await adelete_instance(
+            self.instance, using=using, keep_parents=keep_parents
+        )
+
+    async def arefresh_from_db(
+        self, using: str | None = None, fields: Any = None, from_queryset: Any = None
+    ) -> None:
+        """Async twin of ``Model.refresh_from_db()`` on the instance."""
+        await arefresh_instance(
+            self.instance, using=using, fields=fields, from_queryset=from_queryset
+        )

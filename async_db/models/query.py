@@ -15,11 +15,11 @@ import functools
 import operator
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from django.core import exceptions
 from django.db import IntegrityError, NotSupportedError
-from django.db.models import AutoField, Field, Value, When, sql
+from django.db.models import AutoField, Field, Model, Value, When, sql
 from django.db.models import query as django_query
 from django.db.models.aggregates import Count
 from django.db.models.constants import OnConflict
@@ -41,6 +41,7 @@ from async_db.transaction import async_atomic, mark_for_rollback_on_error
 
 if TYPE_CHECKING:
     from async_db.backends.base.base import BaseAsyncDatabaseWrapper
+    from async_db.models.base import NativeInstance
 
 # django-stubs types QuerySet's and the iterables' private API (which the
 # twins use exactly as Django does) incompletely: the bases are typed as Any.
@@ -958,11 +959,113 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
 
 class AsyncRawQuerySet(_RawQuerySet):  # type: ignore[misc]
     """``Model.objects.raw()`` of an ``AsyncQuerySet``: sync iteration is
-    Django's; ``async for`` is not native yet and says so (Django's would run
-    the query in a thread)."""
+    Django's; ``async for`` runs the query natively on the task's connection
+    (Django's would run ``_fetch_all()`` in a thread)."""
 
-    def __aiter__(self) -> Any:
-        raise _not_native(f"async for over {self.model.__qualname__}.objects.raw()")
+    _result_cache: list[Any] | None
+
+    def __aiter__(self) -> AsyncGenerator[Any, None]:
+        """Async twin of ``RawQuerySet.__aiter__()``: fills the result cache
+        natively, then yields from it."""
+
+        async def generator() -> AsyncGenerator[Any, None]:
+            await self._afetch_all()
+            for item in self._result_cache or ():
+                yield item
+
+        return generator()
+
+    async def _afetch_all(self) -> None:
+        """Async twin of ``RawQuerySet._fetch_all()``."""
+        if self._prefetch_related_lookups and not self._prefetch_done:
+            # Checked before the query runs: never a partial result.
+            raise _not_native(
+                f"prefetch_related() on {self.model.__qualname__}.objects.raw()"
+            )
+        if self._result_cache is None:
+            self._result_cache = await _araw_model_instances(self)
+
+
+def _raw_params(query: Any, connection: Any) -> Any:
+    """The parameter adaptation of ``RawQuery._execute_query()``."""
+    # Adapt parameters to the database, as much as possible considering
+    # that the target type isn't known. See #17755.
+    params_type = query.params_type
+    adapter = connection.ops.adapt_unknown_value
+    if params_type is tuple:
+        return tuple(adapter(val) for val in query.params)
+    if params_type is dict:
+        return {key: adapter(val) for key, val in query.params.items()}
+    if params_type is None:
+        return None
+    raise RuntimeError(f"Unexpected params type: {params_type}")
+
+
+class _RawDescription:
+    """Stands for ``RawQuery.cursor`` while Django reads the columns
+    (``RawQuery.get_columns()`` reads only ``cursor.description``)."""
+
+    def __init__(self, description: Any) -> None:
+        self.description = description
+
+
+async def _araw_model_instances(queryset: Any) -> list[Any]:
+    """Async twin of ``RawModelIterable.__iter__()`` (with ``RawQuery.
+    __iter__()``/``_execute_query()``): the query runs on the task's
+    connection (``async_connections[query.using]``), all rows are fetched
+    (Django fills the result cache anyway), then Django's column resolution,
+    converters and ``Model.from_db``, unchanged."""
+    db = queryset.db
+    query = queryset.query
+    conn = _connection(query.using)
+    connection = compile_connection(conn)
+    params = run_native(conn, _raw_params, query, connection)
+    async with conn.cursor() as cursor:
+        await cursor.execute(query.sql, params)
+        description = cursor.description
+        rows = await cursor.fetchall()
+    return run_native(_connection(db), _raw_instances, queryset, db, description, rows)
+
+
+def _raw_instances(queryset: Any, db: str, description: Any, rows: Any) -> list[Any]:
+    """The body of ``RawModelIterable.__iter__()`` after the query ran."""
+    from django.db import connections
+
+    query = queryset.query
+    connection = connections[db]
+    compiler = connection.ops.compiler("SQLCompiler")(query, connection, db)
+    query_iterator = iter(rows)
+    query.cursor = _RawDescription(description)
+    try:
+        (
+            model_init_names,
+            model_init_pos,
+            annotation_fields,
+        ) = queryset.resolve_model_init_order()
+    finally:
+        # Django leaves its (closed) cursor here; the description was all
+        # Django needed from it.
+        query.cursor = None
+    model_cls = queryset.model
+    if model_cls._meta.pk.attname not in model_init_names:
+        raise exceptions.FieldDoesNotExist("Raw query must include the primary key")
+    fields = [queryset.model_fields.get(c) for c in queryset.columns]
+    cols: list[Any] = [f.get_col(f.model._meta.db_table) if f else None for f in fields]
+    converters = compiler.get_converters(cols)
+    if converters:
+        query_iterator = compiler.apply_converters(query_iterator, converters)
+    if compiler.has_composite_fields(cols):
+        query_iterator = compiler.composite_fields_to_tuples(query_iterator, cols)
+    instances = []
+    for values in query_iterator:
+        # Associate fields to values
+        model_init_values = [values[pos] for pos in model_init_pos]
+        instance = model_cls.from_db(db, model_init_names, model_init_values)
+        if annotation_fields:
+            for column, pos in annotation_fields:
+                setattr(instance, column, values[pos])
+        instances.append(instance)
+    return instances
 
 
 def _features(alias: str) -> Any:
@@ -992,11 +1095,21 @@ def async_queryset_class(queryset_class: type) -> type[AsyncQuerySet]:
     )
 
 
-def native(obj: Any) -> AsyncQuerySet:
+@overload
+def native(obj: Model) -> NativeInstance: ...
+
+
+@overload
+def native(obj: Any) -> AsyncQuerySet: ...
+
+
+def native(obj: Any) -> AsyncQuerySet | NativeInstance:
     """The same query as an :class:`AsyncQuerySet`, for models you don't own:
     ``await native(User.objects.filter(is_active=True)).acount()``. Accepts a
-    queryset, a manager or a model class (its default manager)."""
-    from django.db.models import Model
+    queryset, a manager or a model class (its default manager); given a model
+    instance, its native ``asave()``/``adelete()``/``arefresh_from_db()``
+    acting on that instance (``async_db.models.base.NativeInstance``):
+    ``await native(user).asave(update_fields=["last_login"])``."""
     from django.db.models.manager import BaseManager
 
     if isinstance(obj, AsyncQuerySet):
@@ -1010,7 +1123,11 @@ def native(obj: Any) -> AsyncQuerySet:
         return native(obj.get_queryset())
     if isinstance(obj, type) and issubclass(obj, Model):
         return native(obj._default_manager.all())
+    if isinstance(obj, Model):
+        from async_db.models.base import NativeInstance
+
+        return NativeInstance(obj)
     raise TypeError(
-        f"native() takes a QuerySet, a Manager or a model class, not "
-        f"{type(obj).__name__}."
+        f"native() takes a QuerySet, a Manager, a model class or a model "
+        f"instance, not {type(obj).__name__}."
     )

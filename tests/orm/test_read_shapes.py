@@ -275,12 +275,3 @@ async def test_reverse_related_manager_reads_are_native() -> None:
     with pytest.raises(NotSupportedError, match=r"acreate\(\) of a related manager"):
         await ann.book_set.acreate(title="never")
     assert await Book.objects.filter(title="never").acount() == 0
-
-
-async def test_raw_async_iteration_is_refused() -> None:
-    from django.db import NotSupportedError
-
-    raw = Author.objects.raw("SELECT * FROM ormapp_author")
-    with pytest.raises(NotSupportedError, match=r"objects\.raw\(\).*issue 12"):
-        async for _ in raw:
-            pass
