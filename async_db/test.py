@@ -43,6 +43,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django import test as django_test
 from django.db import DEFAULT_DB_ALIAS, ProgrammingError
 
 from async_db.transaction import Atomic
@@ -51,11 +52,15 @@ if TYPE_CHECKING:
     from async_db._handler import AsyncConnectionHandler
 
 __all__ = [
+    "TestCase",
+    "TransactionTestCase",
     "capture_on_commit_callbacks",
+    "communicators_in_test_context",
     "flushed",
     "is_test_database",
     "isolated",
     "setup_test_databases",
+    "shared_session",
     "teardown_test_databases",
     "use_test_databases",
 ]
@@ -428,3 +433,535 @@ async def capture_on_commit_callbacks(
             if callback_count == len(conn.run_on_commit):
                 break
             start_count = callback_count
+
+
+# -- One server session for Django's sync connection and async-db -------------
+#
+# Django's TestCase (and pytest-django's per-test transaction) holds the test's
+# transaction on the *sync* connection of each alias. async-db's rollback mode
+# holds one on the task's *async* connection: two sessions, and neither sees
+# the other's uncommitted rows. So during a test the async wrapper of each
+# alias is built on the libpq connection of Django's sync connection (psycopg
+# wraps one ``PGconn`` in a ``Connection`` and an ``AsyncConnection`` alike):
+# one server session, one transaction. The async wrapper starts "inside" the
+# test's transaction (autocommit off, as after Django's ``atomic``), so its
+# ``async_atomic`` blocks are savepoints, it never commits, and it never
+# closes the session: Django's connection owns it.
+
+
+class _SessionLock:
+    """The shared ``AsyncConnection``'s ``lock``: an ``asyncio.Lock`` that
+    also holds the sync ``Connection``'s ``threading.Lock`` while a query
+    runs, so the two sides of one session never talk to the server at once
+    (a sync ORM call in ``sync_to_async`` gathered with a native one waits,
+    it doesn't corrupt the protocol). The sync lock is polled, never waited
+    for in a thread: a cancelled wait must not leave it taken."""
+
+    def __init__(self, sync_lock: Any) -> None:
+        self._lock = asyncio.Lock()
+        self._sync_lock = sync_lock
+
+    async def __aenter__(self) -> None:
+        await self._lock.acquire()
+        try:
+            while not self._sync_lock.acquire(blocking=False):  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._sync_lock.release()
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
+def _shared_connection_class() -> type[Any]:
+    import psycopg
+
+    class SharedSessionConnection(psycopg.AsyncConnection[Any]):
+        """An ``AsyncConnection`` on the libpq connection of a sync psycopg
+        ``Connection`` (Django's, in a test). It never closes the session
+        (``close()`` only detaches) and keeps the sync side's notice
+        handlers."""
+
+        def __init__(self, sync: psycopg.Connection[Any]) -> None:
+            pgconn = sync.pgconn
+            handlers = (pgconn.notice_handler, pgconn.notify_handler)
+            super().__init__(pgconn)
+            pgconn.notice_handler, pgconn.notify_handler = handlers
+            self.lock = _SessionLock(sync.lock)  # type: ignore[assignment]
+
+        async def close(self) -> None:
+            """The session is Django's connection's: nothing to close here."""
+
+        def __del__(self, *args: Any) -> None:
+            # Not "deleted while still open": the sync connection owns it.
+            pass
+
+    return SharedSessionConnection
+
+
+def _test_transaction_of(django_connection: Any) -> bool:
+    """Whether Django's sync connection is inside a test case's atomic block
+    (Django's TestCase, pytest-django's per-test transaction)."""
+    blocks = getattr(django_connection, "atomic_blocks", [])
+    return (
+        django_connection.connection is not None
+        and django_connection.in_atomic_block
+        and any(getattr(block, "_from_testcase", False) for block in blocks)
+    )
+
+
+def _attach_session(alias: str, django_connection: Any) -> Callable[[], None]:
+    """Build the current task's async wrapper of ``alias`` on the session of
+    ``django_connection`` (Django's sync connection, inside its test's
+    transaction); return the function that detaches it (no I/O either way).
+
+    Raises ``ProgrammingError`` naming the alias when Django's connection is
+    not in a test case's transaction, or when the task's wrapper is already
+    connected."""
+    from async_db import async_connections
+
+    if not _test_transaction_of(django_connection):
+        raise ProgrammingError(
+            f"Cannot share Django's connection of database '{alias}' with "
+            f"async-db: it is not inside a test case's transaction (Django's "
+            f"TestCase, or pytest-django's django_db without transaction=True)."
+        )
+    wrapper = async_connections[alias]
+    wrapper.validate_task_sharing()
+    if wrapper.connection is not None:
+        raise ProgrammingError(
+            f"Cannot share Django's connection of database '{alias}': this "
+            f"task's async-db connection is already open. Share the session "
+            f"before the test's first query."
+        )
+    # The sync connection is Django's test connection: the database the test
+    # case runs on is a test database (also when async_connections read the
+    # settings after Django switched them to it).
+    _test_databases.add((alias, async_connections.settings[alias]["NAME"]))
+    params = wrapper.get_connection_params()
+    shared = _shared_connection_class()(django_connection.connection)
+    shared.cursor_factory = params["cursor_factory"]
+    # What psycopg's connect() does with its ``context`` argument.
+    from psycopg.adapt import AdaptersMap
+
+    shared._adapters = AdaptersMap(params["context"].adapters)
+    # Both sides would name prepared statements _pg3_0, _pg3_1, ... on one
+    # session: the async side never prepares.
+    shared.prepare_threshold = None
+    wrapper.connection = shared
+    # In a transaction already, as after Django's atomic() turned autocommit
+    # off: async_atomic blocks are savepoints, commit/rollback are refused.
+    wrapper.autocommit = False
+    wrapper.health_check_done = True
+    if wrapper.handler is not None:
+        # The spawned-task rule sees the transaction.
+        wrapper.handler.note_transaction(wrapper, True)
+    # async-db warns when a sync query runs beside an async transaction, on
+    # another session: here it is the same session and transaction.
+    from async_db._interop import _guard
+
+    guarded = _guard in django_connection.execute_wrappers
+    if guarded:
+        django_connection.execute_wrappers.remove(_guard)
+
+    def detach() -> None:
+        if guarded and _guard not in django_connection.execute_wrappers:
+            django_connection.execute_wrappers.append(_guard)
+        wrapper.connection = None
+        wrapper.autocommit = bool(wrapper.settings_dict["AUTOCOMMIT"])
+        wrapper.in_atomic_block = False
+        wrapper.atomic_blocks = []
+        wrapper.savepoint_ids = []
+        wrapper.needs_rollback = False
+        wrapper.closed_in_transaction = False
+        wrapper.run_on_commit = []
+        if hasattr(wrapper, "_held_cursors"):
+            wrapper._held_cursors = None
+        if wrapper.handler is not None:
+            wrapper.handler.note_transaction(wrapper, False)
+
+    return detach
+
+
+def _install_in_sync_thread(
+    django_connections: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Run in the thread ``sync_to_async`` uses: make ``connections[alias]``
+    there the test's connection (Django's ``LiveServerTestCase`` shares its
+    connections with the server thread the same way). Return what to put back,
+    or None when this already is the test's thread."""
+    from django.db import connections
+
+    if all(connections[alias] is conn for alias, conn in django_connections.items()):
+        return None
+    previous = {alias: connections[alias] for alias in django_connections}
+    for alias, conn in django_connections.items():
+        conn.inc_thread_sharing()
+        connections[alias] = conn
+    return previous
+
+
+def _restore_sync_thread(
+    django_connections: dict[str, Any], previous: dict[str, Any]
+) -> None:
+    from django.db import connections
+
+    for alias, conn in django_connections.items():
+        connections[alias] = previous[alias]
+        conn.dec_thread_sharing()
+
+
+@asynccontextmanager
+async def shared_session(
+    django_connections: dict[str, Any],
+    *,
+    spawned_tasks: str = "forbid",
+) -> AsyncIterator[None]:
+    """Rollback mode on Django's test transaction: run the block with the
+    current task's async connection of each alias of ``django_connections``
+    (alias -> Django's sync connection, inside its test case's transaction)
+    on that connection's server session, inside :func:`isolated` (a savepoint
+    rolled back at the end, ``spawned_tasks`` as there).
+
+    Sync code reached through ``sync_to_async`` (thread-sensitive, Django's
+    own ``aget()`` and friends included) runs on the same connection, so sync
+    fixtures and async code see each other's rows and everything is rolled
+    back with Django's transaction. Used by :class:`TestCase` and by the
+    pytest plugin with pytest-django; the sync side must not run a query
+    while an async one is in flight (a lock makes one wait for the other).
+    """
+    from asgiref.sync import sync_to_async
+
+    aliases = list(django_connections)
+    async with AsyncExitStack() as stack:
+        for alias, django_connection in django_connections.items():
+            stack.callback(_attach_session(alias, django_connection))
+        previous = await sync_to_async(_install_in_sync_thread)(django_connections)
+        if previous is not None:
+            stack.push_async_callback(
+                sync_to_async(_restore_sync_thread), django_connections, previous
+            )
+        if spawned_tasks == "forbid":
+            await stack.enter_async_context(isolated(aliases))
+        else:
+            await stack.enter_async_context(
+                isolated(aliases, spawned_tasks=spawned_tasks)
+            )
+        yield
+
+
+async def _close_test_pools() -> None:
+    """Close the pools of the running loop (a test's, which is about to end),
+    once the releases of finished tasks are done."""
+    from async_db import async_connections
+    from async_db._storage import wait_released
+
+    await wait_released()
+    await async_connections.close_pools()
+
+
+class _CommunicatorContext:
+    """While a test runs: Channels' (asgiref's) ``ApplicationCommunicator``
+    starts the application in a copy of the test's context, not an empty one.
+
+    The communicator clears the context so that nothing of the test leaks
+    into the application, which means the consumer's task sees nothing of the
+    test's transaction: its native ORM writes went to a connection of its own
+    and were committed. Started in a copy, it is a task the test spawned, and
+    the spawned-task rule applies: refused (``"forbid"``) or on the test's
+    connection (``"share"``)."""
+
+    depth = 0
+    original: Any = None
+    close_old: Any = None
+
+    def __enter__(self) -> None:
+        try:
+            from asgiref.testing import ApplicationCommunicator
+        except ImportError:  # pragma: no cover - asgiref comes with Django
+            return
+        cls = type(self)
+        if cls.depth == 0:
+            cls.original = ApplicationCommunicator.future
+            ApplicationCommunicator.future = property(_communicator_future)  # type: ignore[method-assign,assignment]
+            cls.close_old = _patch_channels_close_old_connections(_no_op)
+        cls.depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        cls = type(self)
+        if cls.original is None:
+            return
+        cls.depth -= 1
+        if cls.depth == 0:
+            from asgiref.testing import ApplicationCommunicator
+
+            ApplicationCommunicator.future = cls.original  # type: ignore[method-assign]
+            cls.original = None
+            if cls.close_old is not None:
+                _patch_channels_close_old_connections(cls.close_old)
+
+
+def _no_op() -> None:
+    pass
+
+
+def _patch_channels_close_old_connections(replacement: Any) -> Any:
+    """Channels' consumers call Django's ``close_old_connections()`` before
+    each message (``channels.db.aclose_old_connections``), in the test's
+    thread: it would close the connection holding the test's transaction
+    (autocommit is off there). Channels' own communicator patches it only
+    while a message is queued, not while the consumer handles it: during a
+    test it does nothing at all. Return what it replaced (None: no Channels)."""
+    try:
+        import channels.db  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    previous = channels.db.close_old_connections
+    channels.db.close_old_connections = replacement
+    return previous
+
+
+def _communicator_future(self: Any) -> Any:
+    if self._future is None:
+        self._future = asyncio.create_task(
+            self.application(self.scope, self.input_queue.get, self.output_queue.put)
+        )
+    return self._future
+
+
+def communicators_in_test_context() -> _CommunicatorContext:
+    """A context manager: inside it, a Channels ``WebsocketCommunicator`` (any
+    asgiref ``ApplicationCommunicator``) starts its application as a task the
+    test spawned, in a copy of the test's context, so the test's isolation
+    covers it. :class:`TestCase`, :class:`TransactionTestCase` and the pytest
+    plugin enter it around every async test."""
+    return _CommunicatorContext()
+
+
+# -- Django's test cases ------------------------------------------------------
+
+
+class _AsyncDbTestMixin:
+    """What :class:`TestCase` and :class:`TransactionTestCase` add to
+    Django's: each ``async def test_...`` method runs with async-db on the
+    test's databases, in the test's own event loop and task."""
+
+    #: What a task the test spawns gets on the test's aliases (TestCase):
+    #: ``"forbid"`` (``TransactionManagementError``) or ``"share"`` (the
+    #: test's connection, one query or atomic block at a time).
+    spawned_tasks = "forbid"
+    #: Rollback mode on Django's test transaction (TestCase) or not.
+    _async_db_rollback = False
+
+    _testMethodName: str
+    databases: Any
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # Point async-db at the test databases Django's runner created.
+        use_test_databases()
+        super().setUpClass()  # type: ignore[misc]
+
+    def _async_db_aliases(self) -> list[str]:
+        from async_db import async_connections
+
+        names = self._databases_names(include_mirrors=False)  # type: ignore[attr-defined]
+        return [alias for alias in names if alias in async_connections.settings]
+
+    def _setup_and_call(self, result: Any, debug: bool = False) -> None:
+        import inspect
+
+        method = getattr(self, self._testMethodName)
+        if inspect.iscoroutinefunction(method):
+            setattr(self, self._testMethodName, self._async_db_wrap(method))
+        super()._setup_and_call(result, debug)  # type: ignore[misc]
+
+    def _async_db_wrap(self, method: Callable[..., Awaitable[Any]]) -> Any:
+        from django.db import connections
+
+        @functools.wraps(method)
+        async def run_test(*args: Any, **kwargs: Any) -> Any:
+            async with AsyncExitStack() as stack:
+                stack.push_async_callback(_close_test_pools)
+                stack.enter_context(communicators_in_test_context())
+                if self._async_db_rollback:
+                    # Django's connections of the test's thread (this runs in
+                    # async_to_sync's loop thread: captured before, below).
+                    await stack.enter_async_context(
+                        shared_session(sessions, spawned_tasks=self.spawned_tasks)
+                    )
+                return await method(*args, **kwargs)
+
+        # Read in the test's thread, where Django holds its transaction.
+        sessions = {alias: connections[alias] for alias in self._async_db_aliases()}
+        self._async_db_sessions = sessions
+        return run_test
+
+    def assertNumQueries(
+        self,
+        num: int,
+        func: Callable[..., Any] | None = None,
+        *args: Any,
+        using: str = DEFAULT_DB_ALIAS,
+        **kwargs: Any,
+    ) -> Any:
+        """Django's ``assertNumQueries``, counting async-db's queries too: in
+        an async test, those of the task's async-db connection of ``using``
+        (the native ORM's included) and of Django's connection; in a sync test,
+        Django's. ``with`` and ``async with`` both work; ``func`` may be a
+        coroutine function (then await the call)."""
+        import inspect
+
+        if not _in_task():
+            return super().assertNumQueries(num, func, *args, using=using, **kwargs)  # type: ignore[misc]
+        sync_connection = getattr(self, "_async_db_sessions", {}).get(using)
+        context = _AssertNumQueries(self, num, using, sync_connection)
+        if func is None:
+            return context
+        if inspect.iscoroutinefunction(func):
+            return context.arun(func, *args, **kwargs)
+        with context:
+            func(*args, **kwargs)
+        return None
+
+    @classmethod
+    def captureOnCommitCallbacks(
+        cls, *, using: str = DEFAULT_DB_ALIAS, execute: bool = False
+    ) -> Any:
+        """Django's ``captureOnCommitCallbacks``; in an async test use
+        ``async with``: it captures the callbacks registered with async-db's
+        ``on_commit`` (:func:`capture_on_commit_callbacks`; async callbacks are
+        awaited with ``execute=True``). ``with`` is Django's, for sync code."""
+        return _CaptureOnCommit(
+            super().captureOnCommitCallbacks(using=using, execute=execute),  # type: ignore[misc]
+            using,
+            execute,
+        )
+
+
+def _in_task() -> bool:
+    try:
+        return asyncio.current_task() is not None
+    except RuntimeError:
+        return False
+
+
+class _AssertNumQueries:
+    """``assertNumQueries`` for an async test: counts what the current task's
+    async-db connection of the alias and Django's connection log while the
+    block runs (no I/O: sync and async ``with`` both work)."""
+
+    def __init__(
+        self, test_case: Any, num: int, using: str, sync_connection: Any
+    ) -> None:
+        self.test_case = test_case
+        self.num = num
+        self.using = using
+        self.sync_connection = sync_connection
+        self.captured_queries: list[dict[str, str]] = []
+
+    def __enter__(self) -> _AssertNumQueries:
+        from async_db import async_connections
+
+        self._logs = [async_connections[self.using]]
+        if self.sync_connection is not None:
+            self._logs.append(self.sync_connection)
+        self._saved = [(conn, conn.force_debug_cursor) for conn in self._logs]
+        for conn in self._logs:
+            conn.force_debug_cursor = True
+        self._starts = [len(conn.queries_log) for conn in self._logs]
+        return self
+
+    def __exit__(self, exc_type: Any, *exc_info: object) -> None:
+        for conn, flag in self._saved:
+            conn.force_debug_cursor = flag
+        for conn, start in zip(self._logs, self._starts, strict=True):
+            self.captured_queries.extend(list(conn.queries_log)[start:])
+        if exc_type is not None:
+            return
+        executed = len(self.captured_queries)
+        queries = "\n".join(
+            f"{i}. {query['sql']}"
+            for i, query in enumerate(self.captured_queries, start=1)
+        )
+        self.test_case.assertEqual(
+            executed,
+            self.num,
+            f"{executed} queries executed, {self.num} expected\n"
+            f"Captured queries were:\n{queries}",
+        )
+
+    async def __aenter__(self) -> _AssertNumQueries:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, *exc_info: object) -> None:
+        self.__exit__(exc_type, *exc_info)
+
+    async def arun(
+        self, func: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> None:
+        async with self:
+            await func(*args, **kwargs)
+
+
+class _CaptureOnCommit:
+    """``with``: Django's captureOnCommitCallbacks; ``async with``:
+    async-db's :func:`capture_on_commit_callbacks`."""
+
+    def __init__(self, django_context: Any, using: str, execute: bool) -> None:
+        self._django = django_context
+        self._using = using
+        self._execute = execute
+        self._async: Any = None
+
+    def __enter__(self) -> list[Callable[[], Any]]:
+        if _in_task():
+            raise ProgrammingError(
+                "captureOnCommitCallbacks() in an async test: use 'async with "
+                "self.captureOnCommitCallbacks(...)', which captures async-db's "
+                "on_commit callbacks."
+            )
+        return self._django.__enter__()  # type: ignore[no-any-return]
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._django.__exit__(*exc_info)
+
+    async def __aenter__(self) -> list[Callable[[], Any]]:
+        self._async = capture_on_commit_callbacks(
+            using=self._using, execute=self._execute
+        )
+        return await self._async.__aenter__()  # type: ignore[no-any-return]
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self._async.__aexit__(*exc_info)
+
+
+class TransactionTestCase(_AsyncDbTestMixin, django_test.TransactionTestCase):
+    """Django's ``TransactionTestCase`` for ``async def test_...`` methods:
+    async-db runs normally, committing for real, on the test databases, and
+    Django's flush after each test empties the tables (async-db's rows
+    included). Each test's pools are closed when it ends (its event loop
+    ends with it). Sync tests run exactly as in Django's."""
+
+
+class TestCase(_AsyncDbTestMixin, django_test.TestCase):
+    """Django's ``TestCase`` for ``async def test_...`` methods.
+
+    In an async test, the task's async-db connection of each alias of
+    ``databases`` is built on the server session of Django's connection, inside
+    the test's transaction (see :func:`shared_session`): ``setUpTestData``'s
+    rows are visible to native ORM calls, the async test's rows to sync code
+    (``sync_to_async``, Django's own ``aget()``), ``async_atomic`` blocks are
+    savepoints, and Django's rollback at the end of the test undoes it all.
+    ``spawned_tasks = "share"`` lets the tasks the test spawns use that
+    connection too (default ``"forbid"``: they get
+    ``TransactionManagementError``). ``assertNumQueries`` counts async-db's
+    queries; ``async with self.captureOnCommitCallbacks()`` captures its
+    ``on_commit`` callbacks. Sync tests run exactly as in Django's."""
+
+    _async_db_rollback = True
