@@ -213,23 +213,17 @@ async def test_fast_delete_paths(observer: Any) -> None:
 
 
 @isolated()
-async def test_cascading_delete_is_refused_before_any_query() -> None:
+async def test_cascading_delete_is_native() -> None:
+    """Part 2 (issue 12): the cascade runs natively (tests/orm/test_deletion.py
+    has the parity checks)."""
     ann = await Author.objects.aget(name="Ann")
     conn = async_connections["default"]
-    with pytest.raises(NotSupportedError, match=r"ormapp\.Author.*issue 12"):
-        _, statements = await sql_of(ann.adelete)
-    _, statements = await sql_of(
-        lambda: _expect_refusal(Author.objects.filter(name="Ann").adelete())
-    )
-    assert statements == []
-    assert await Author.objects.filter(name="Ann").aexists()
-    assert await Book.objects.filter(author=ann).acount() == 2
+    result, statements = await sql_of(ann.adelete)
+    assert result == (3, {"ormapp.Book": 2, "ormapp.Author": 1})
+    assert any(s.startswith('DELETE FROM "ormapp_book"') for s in statements)
+    assert not await Author.objects.filter(name="Ann").aexists()
+    assert await Book.objects.filter(author__name="Ann").acount() == 0
     assert conn.in_atomic_block
-
-
-async def _expect_refusal(coro: Any) -> None:
-    with pytest.raises(NotSupportedError, match=r"Book\.author points at it"):
-        await coro
 
 
 @isolated()
