@@ -391,7 +391,8 @@ async def _ado_insert(
 async def adelete_object(
     self: Any, using: str | None = None, keep_parents: bool = False
 ) -> tuple[int, dict[str, int]]:
-    """Async twin of ``Model.delete()`` (part 1: no cascade, see deletion)."""
+    """Async twin of ``Model.delete()``: the cascade is collected and deleted
+    natively (``async_db.models.deletion.Collector``)."""
     from async_db.models.deletion import Collector
 
     if not self._is_pk_set():
@@ -512,8 +513,8 @@ class AsyncModelMixin:
     async def adelete(
         self, using: str | None = None, keep_parents: bool = False
     ) -> tuple[int, dict[str, int]]:
-        """Async twin of ``Model.delete()``: no cascade needed, or
-        ``NotSupportedError`` before any query (issue 12)."""
+        """Async twin of ``Model.delete()``, cascades included: returns
+        Django's ``(total, {model label: count})``."""
         return await adelete_object(self, using=using, keep_parents=keep_parents)
 
     adelete.alters_data = True  # type: ignore[attr-defined]
