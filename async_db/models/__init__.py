@@ -9,12 +9,13 @@ See ``docs/orm.rst``.
 
 from async_db.models.base import AsyncModel, AsyncModelMixin
 from async_db.models.manager import AsyncManager
-from async_db.models.query import AsyncQuerySet, native
+from async_db.models.query import AsyncQuerySet, aprefetch_related_objects, native
 
 __all__ = [
     "AsyncManager",
     "AsyncModel",
     "AsyncModelMixin",
     "AsyncQuerySet",
+    "aprefetch_related_objects",
     "native",
 ]

@@ -8,6 +8,7 @@ from typing import Any
 from django.db import NotSupportedError
 from django.db.models.manager import BaseManager
 
+from async_db.models.fields.related_descriptors import install_related_twins
 from async_db.models.query import AsyncQuerySet, async_queryset_class
 
 __all__ = ["AsyncManager"]
@@ -55,11 +56,15 @@ class AsyncManager(BaseManager.from_queryset(AsyncQuerySet)):  # type: ignore[mi
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Django builds related managers (``author.book_set``) as subclasses
         of the related model's default manager class: their reads are native
-        (they filter an ``AsyncQuerySet``); their async writes, which Django
-        runs through ``sync_to_async``, raise ``NotSupportedError`` instead of
-        silently leaving the task's connection."""
+        (they filter an ``AsyncQuerySet``). Their async writes, which Django
+        runs through ``sync_to_async``, are replaced: by the native twins of
+        ``async_db.models.fields.related_descriptors`` for reverse foreign
+        keys and many-to-many relations; by ``NotSupportedError`` (instead of
+        silently leaving the task's connection) for generic relations."""
         super().__init_subclass__(**kwargs)
         if cls.__module__ in _RELATED_MANAGER_MODULES:
+            if install_related_twins(cls):
+                return
             for name in _RELATED_ASYNC_WRITES:
                 if name in cls.__dict__:
                     setattr(cls, name, _refuse_related(name))

@@ -279,16 +279,25 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
         return aiter_
 
     def _check_no_prefetch(self) -> None:
-        if self._prefetch_related_lookups:
-            raise _not_native(
-                f"prefetch_related() on {self.model.__qualname__} querysets"
-            )
+        """Before any query runs: a ``prefetch_related()`` lookup through a
+        generic relation is refused (``NotSupportedError``), as its
+        prefetcher may run sync queries; the others are native."""
+        for lookup in self._prefetch_related_lookups:
+            _check_prefetch_lookup(self.model, lookup)
 
     async def _afetch_all(self) -> None:
-        """Async twin of ``QuerySet._fetch_all()``."""
+        """Async twin of ``QuerySet._fetch_all()``: the rows, then the
+        ``prefetch_related()`` lookups (:func:`aprefetch_related_objects`),
+        on the task's connection."""
         if self._result_cache is None:
             self._check_no_prefetch()
             self._result_cache = [obj async for obj in self._native_iterable()]
+        prefetch_done: bool = self._prefetch_done  # type: ignore[has-type]
+        if self._prefetch_related_lookups and not prefetch_done:
+            await aprefetch_related_objects(
+                self._result_cache, *self._prefetch_related_lookups
+            )
+            self._prefetch_done = True
 
     def __aiter__(self) -> AsyncGenerator[Any, None]:
         """Async twin of ``QuerySet.__aiter__()``: fills the result cache
@@ -304,7 +313,10 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
     async def aiterator(self, chunk_size: int = 2000) -> AsyncGenerator[Any, None]:
         """Async twin of ``QuerySet.aiterator()``: streams through a
         server-side cursor (``chunked_cursor()``), ``fetchmany(chunk_size)``
-        at a time; never loads every row, never fills the result cache."""
+        at a time; never loads every row, never fills the result cache. With
+        ``prefetch_related()``, as Django 5.x: each ``chunk_size`` objects
+        get their prefetches (:func:`aprefetch_related_objects`) before they
+        are yielded."""
         if chunk_size <= 0:
             raise ValueError("Chunk size must be strictly positive.")
         self._check_no_prefetch()
@@ -314,8 +326,28 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
         async with aclosing(
             self._native_iterable(use_chunked_fetch, chunk_size)
         ) as items:
-            async for item in items:
-                yield item
+            if self._prefetch_related_lookups:
+                results = []
+
+                async for item in items:
+                    results.append(item)
+                    if len(results) >= chunk_size:
+                        await aprefetch_related_objects(
+                            results, *self._prefetch_related_lookups
+                        )
+                        for result in results:
+                            yield result
+                        results.clear()
+
+                if results:
+                    await aprefetch_related_objects(
+                        results, *self._prefetch_related_lookups
+                    )
+                    for result in results:
+                        yield result
+            else:
+                async for item in items:
+                    yield item
 
     def raw(
         self,
@@ -1131,3 +1163,313 @@ def native(obj: Any) -> AsyncQuerySet | NativeInstance:
         f"native() takes a QuerySet, a Manager, a model class or a model "
         f"instance, not {type(obj).__name__}."
     )
+
+
+# ##### prefetch_related (issue 12) #####
+
+# Django's no-I/O helpers of prefetch_related_objects(), reused as they are.
+_normalize_prefetch_lookups: Any = django_query.normalize_prefetch_lookups
+_get_prefetcher: Any = django_query.get_prefetcher
+
+
+def _check_prefetch_lookup(model: Any, lookup: Any) -> None:
+    """Refuse, before any query runs, a ``prefetch_related()`` lookup whose
+    path crosses a generic relation (``GenericForeignKey``,
+    ``GenericRelation``): their prefetchers may run sync queries. The path
+    is followed through Django's relation descriptors on the model classes;
+    other attributes are resolved when the prefetch runs."""
+    from django.db.models.constants import LOOKUP_SEP
+    from django.db.models.fields import related_descriptors as descriptors
+
+    through = (
+        lookup.prefetch_through if isinstance(lookup, django_query.Prefetch) else lookup
+    )
+    current = model
+    for part in through.split(LOOKUP_SEP):
+        descriptor = getattr(current, part, None)
+        if descriptor is None:
+            return
+        if type(descriptor).__module__ == "django.contrib.contenttypes.fields":
+            raise _not_native(
+                f"prefetch_related({through!r}) on {model.__qualname__} "
+                f"querysets (through the generic relation {part!r})"
+            )
+        if isinstance(descriptor, descriptors.ManyToManyDescriptor):
+            rel = descriptor.rel
+            current = rel.related_model if descriptor.reverse else rel.model
+        elif isinstance(descriptor, descriptors.ReverseManyToOneDescriptor):
+            current = descriptor.rel.related_model
+        elif isinstance(descriptor, descriptors.ForwardManyToOneDescriptor):
+            current = descriptor.field.remote_field.model
+        elif isinstance(descriptor, descriptors.ReverseOneToOneDescriptor):
+            current = descriptor.related.related_model
+        else:
+            return
+
+
+async def aprefetch_related_objects(
+    model_instances: Any, *related_lookups: Any
+) -> None:
+    """Async twin of Django's ``prefetch_related_objects()`` (replaces
+    Django's ``aprefetch_related_objects``, which runs it in a thread).
+
+    Populate prefetched object caches for a list of model instances based on
+    the lookups/Prefetch instances given: Django's walk of the lookups, its
+    ``get_prefetcher()`` and ``Prefetch`` objects, with each level's query
+    evaluated natively on the task's connection (see
+    :func:`_aprefetch_one_level`). Fills exactly Django's caches:
+    ``_prefetched_objects_cache``, ``to_attr`` lists and ``fields_cache``."""
+    from django.db.models.constants import LOOKUP_SEP
+
+    if not model_instances:
+        return  # nothing to do
+
+    # We need to be able to dynamically add to the list of prefetch_related
+    # lookups that we look up (see below).  So we need some book keeping to
+    # ensure we don't do duplicate work.
+    done_queries: dict[str, Any] = {}  # things like 'foo__bar': [results]
+
+    auto_lookups: set[Any] = set()  # we add to this as we go through.
+    followed_descriptors: set[Any] = set()  # recursion protection
+
+    all_lookups = _normalize_prefetch_lookups(reversed(related_lookups))
+    while all_lookups:
+        lookup = all_lookups.pop()
+        if lookup.prefetch_to in done_queries:
+            if lookup.queryset is not None:
+                raise ValueError(
+                    f"'{lookup.prefetch_to}' lookup was already seen with a "
+                    f"different queryset. You may need to adjust the ordering "
+                    f"of your lookups."
+                )
+
+            continue
+
+        # Top level, the list of objects to decorate is the result cache
+        # from the primary QuerySet. It won't be for deeper levels.
+        obj_list = model_instances
+
+        through_attrs = lookup.prefetch_through.split(LOOKUP_SEP)
+        for level, through_attr in enumerate(through_attrs):
+            # Prepare main instances
+            if not obj_list:
+                break
+
+            prefetch_to = lookup.get_current_prefetch_to(level)
+            if prefetch_to in done_queries:
+                # Skip any prefetching, and any object preparation
+                obj_list = done_queries[prefetch_to]
+                continue
+
+            # Prepare objects:
+            good_objects = True
+            for obj in obj_list:
+                # Since prefetching can re-use instances, it is possible to have
+                # the same instance multiple times in obj_list, so obj might
+                # already be prepared.
+                if not hasattr(obj, "_prefetched_objects_cache"):
+                    try:
+                        obj._prefetched_objects_cache = {}
+                    except (AttributeError, TypeError):
+                        # Must be an immutable object from
+                        # values_list(flat=True), for example (TypeError) or
+                        # a QuerySet subclass that isn't returning Model
+                        # instances (AttributeError), either in Django or a 3rd
+                        # party. prefetch_related() doesn't make sense, so quit.
+                        good_objects = False
+                        break
+            if not good_objects:
+                break
+
+            # Descend down tree
+
+            # We assume that objects retrieved are homogeneous (which is the premise
+            # of prefetch_related), so what applies to first object applies to all.
+            first_obj = obj_list[0]
+            to_attr = lookup.get_current_to_attr(level)[0]
+            prefetcher, descriptor, attr_found, is_fetched = _get_prefetcher(
+                first_obj, through_attr, to_attr
+            )
+
+            if not attr_found:
+                raise AttributeError(
+                    f"Cannot find '{through_attr}' on "
+                    f"{first_obj.__class__.__name__} object, "
+                    f"'{lookup.prefetch_through}' is an invalid parameter to "
+                    f"prefetch_related()"
+                )
+
+            if level == len(through_attrs) - 1 and prefetcher is None:
+                # Last one, this *must* resolve to something that supports
+                # prefetching, otherwise there is no point adding it and the
+                # developer asking for it has made a mistake.
+                raise ValueError(
+                    f"'{lookup.prefetch_through}' does not resolve to an item "
+                    f"that supports prefetching - this is an invalid parameter "
+                    f"to prefetch_related()."
+                )
+
+            obj_to_fetch = None
+            if prefetcher is not None:
+                obj_to_fetch = [obj for obj in obj_list if not is_fetched(obj)]
+
+            if obj_to_fetch:
+                obj_list, additional_lookups = await _aprefetch_one_level(
+                    obj_to_fetch,
+                    prefetcher,
+                    lookup,
+                    level,
+                )
+                # We need to ensure we don't keep adding lookups from the
+                # same relationships to stop infinite recursion. So, if we
+                # are already on an automatically added lookup, don't add
+                # the new lookups from relationships we've seen already.
+                if not (
+                    prefetch_to in done_queries
+                    and lookup in auto_lookups
+                    and descriptor in followed_descriptors
+                ):
+                    done_queries[prefetch_to] = obj_list
+                    new_lookups = _normalize_prefetch_lookups(
+                        reversed(additional_lookups), prefetch_to
+                    )
+                    auto_lookups.update(new_lookups)
+                    all_lookups.extend(new_lookups)
+                followed_descriptors.add(descriptor)
+            else:
+                # Either a singly related object that has already been fetched
+                # (e.g. via select_related), or hopefully some other property
+                # that doesn't support prefetching but needs to be traversed.
+
+                # We replace the current list of parent objects with the list
+                # of related objects, filtering out empty or missing values so
+                # that we can continue with nullable or reverse relations.
+                new_obj_list = []
+                for obj in obj_list:
+                    new_obj: Any
+                    if through_attr in getattr(obj, "_prefetched_objects_cache", ()):
+                        # If related objects have been prefetched, use the
+                        # cache rather than the object's through_attr.
+                        new_obj = list(obj._prefetched_objects_cache.get(through_attr))
+                    else:
+                        try:
+                            new_obj = getattr(obj, through_attr)
+                        except exceptions.ObjectDoesNotExist:
+                            continue
+                    if new_obj is None:
+                        continue
+                    # We special-case `list` rather than something more generic
+                    # like `Iterable` because we don't want to accidentally match
+                    # user models that define __iter__.
+                    if isinstance(new_obj, list):
+                        new_obj_list.extend(new_obj)
+                    else:
+                        new_obj_list.append(new_obj)
+                obj_list = new_obj_list
+
+
+async def _aprefetch_one_level(
+    instances: list[Any], prefetcher: Any, lookup: Any, level: int
+) -> tuple[list[Any], list[Any]]:
+    """Async twin of Django's ``prefetch_one_level()``: the related queryset
+    comes from ``aget_prefetch_querysets()`` (Django's
+    ``get_prefetch_querysets()``, evaluated natively) and is evaluated on
+    the task's connection; the caches are assigned as Django assigns them.
+
+    Return the prefetched objects along with any additional prefetches that
+    must be done due to prefetch_related lookups found from default managers.
+    """
+    import copy
+
+    from django.db.models.constants import LOOKUP_SEP
+
+    from async_db.models.fields.related_descriptors import (
+        afetch_all,
+        aget_prefetch_querysets,
+    )
+
+    (
+        rel_qs,
+        rel_obj_attr,
+        instance_attr,
+        single,
+        cache_name,
+        is_descriptor,
+    ) = await aget_prefetch_querysets(
+        prefetcher, instances, lookup.get_current_querysets(level)
+    )
+    # We have to handle the possibility that the QuerySet we just got back
+    # contains some prefetch_related lookups. We don't want to trigger the
+    # prefetch_related functionality by evaluating the query. Rather, we need
+    # to merge in the prefetch_related lookups.
+    # Copy the lookups in case it is a Prefetch object which could be reused
+    # later (happens in nested prefetch_related).
+    additional_lookups = [
+        copy.copy(additional_lookup)
+        for additional_lookup in getattr(rel_qs, "_prefetch_related_lookups", ())
+    ]
+    if additional_lookups:
+        # Don't need to clone because the manager should have given us a fresh
+        # instance, so we access an internal instead of using public interface
+        # for performance reasons.
+        rel_qs._prefetch_related_lookups = ()
+
+    if isinstance(rel_qs, django_query.QuerySet):
+        await afetch_all(rel_qs)
+    all_related_objects = list(rel_qs)
+
+    rel_obj_cache: dict[Any, list[Any]] = {}
+    for rel_obj in all_related_objects:
+        rel_attr_val = rel_obj_attr(rel_obj)
+        rel_obj_cache.setdefault(rel_attr_val, []).append(rel_obj)
+
+    to_attr, as_attr = lookup.get_current_to_attr(level)
+    # Make sure `to_attr` does not conflict with a field.
+    if as_attr and instances:
+        # We assume that objects retrieved are homogeneous (which is the premise
+        # of prefetch_related), so what applies to first object applies to all.
+        model = instances[0].__class__
+        try:
+            model._meta.get_field(to_attr)
+        except exceptions.FieldDoesNotExist:
+            pass
+        else:
+            msg = "to_attr={} conflicts with a field on the {} model."
+            raise ValueError(msg.format(to_attr, model.__name__))
+
+    # Whether or not we're prefetching the last part of the lookup.
+    leaf = len(lookup.prefetch_through.split(LOOKUP_SEP)) - 1 == level
+
+    for obj in instances:
+        instance_attr_val = instance_attr(obj)
+        vals = rel_obj_cache.get(instance_attr_val, [])
+
+        if single:
+            val = vals[0] if vals else None
+            if as_attr:
+                # A to_attr has been given for the prefetch.
+                setattr(obj, to_attr, val)
+            elif is_descriptor:
+                # cache_name points to a field name in obj.
+                # This field is a descriptor for a related object.
+                setattr(obj, cache_name, val)
+            else:
+                # No to_attr has been given for this prefetch operation and the
+                # cache_name does not point to a descriptor. Store the value of
+                # the field in the object's field cache.
+                obj._state.fields_cache[cache_name] = val
+        else:
+            if as_attr:
+                setattr(obj, to_attr, vals)
+            else:
+                manager = getattr(obj, to_attr)
+                if leaf and lookup.queryset is not None:
+                    qs = manager._apply_rel_filters(lookup.queryset)
+                else:
+                    qs = manager.get_queryset()
+                qs._result_cache = vals
+                # We don't want the individual qs doing prefetch_related now,
+                # since we have merged this into the current work.
+                qs._prefetch_done = True
+                obj._prefetched_objects_cache[cache_name] = qs
+    return all_related_objects, additional_lookups

@@ -254,16 +254,14 @@ async def test_custom_querysets_keep_their_methods() -> None:
     assert await Gadget.objects.named("x").acount() == 0
 
 
-async def test_prefetch_related_is_refused_before_any_query() -> None:
-    from django.db import NotSupportedError
-
-    with pytest.raises(NotSupportedError, match=r"prefetch_related.*issue 12"):
-        [a async for a in Author.objects.prefetch_related("book_set")]
+async def test_prefetch_related_is_native() -> None:
+    """Issue 12: evaluated natively (tests/orm/test_prefetch.py has parity)."""
+    authors = [a async for a in Author.objects.prefetch_related("book_set")]
+    assert all("book_set" in a._prefetched_objects_cache for a in authors)
 
 
 async def test_reverse_related_manager_reads_are_native() -> None:
-    from django.db import NotSupportedError
-
+    from async_db import async_atomic, async_connections
     from async_db.models import AsyncQuerySet
 
     ann = await Author.objects.aget(name="Ann")
@@ -272,6 +270,9 @@ async def test_reverse_related_manager_reads_are_native() -> None:
     assert [b.title for b in books] == ["A1", "A2"]
     assert books[0].author is ann  # known related object, as Django sets it
     assert await ann.book_set.filter(pages__gt=200).acount() == 1
-    with pytest.raises(NotSupportedError, match=r"acreate\(\) of a related manager"):
-        await ann.book_set.acreate(title="never")
+    # Issue 12: related managers' writes are native (tests/orm/test_relations.py).
+    async with async_atomic():
+        book = await ann.book_set.acreate(title="never")
+        assert book.author_id == ann.pk
+        async_connections["default"].set_rollback(True)
     assert await Book.objects.filter(title="never").acount() == 0
