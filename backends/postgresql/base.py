@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import psycopg
 import psycopg_pool
 from django.core.exceptions import ImproperlyConfigured
+from django.db import ProgrammingError
 from django.db.backends.postgresql.psycopg_any import (
     get_adapters_template,
     register_tzloader,
@@ -94,7 +95,14 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         else:
             conn_params = {**options}
         conn_params["client_encoding"] = "UTF8"
-        for key in ("assume_role", "isolation_level", "pool"):
+        if options.get("transaction_pooling") and options.get("assume_role"):
+            raise ImproperlyConfigured(
+                f"DATABASES['{self.alias}']['OPTIONS']: 'assume_role' cannot work "
+                f"with 'transaction_pooling': a transaction-mode pooler runs each "
+                f"transaction on any server connection, and SET ROLE stays on the "
+                f"one it ran on. Connect as that role (USER) instead."
+            )
+        for key in ("assume_role", "isolation_level", "pool", "transaction_pooling"):
             conn_params.pop(key, None)
         server_side_binding = conn_params.pop("server_side_binding", None)
         conn_params.setdefault(
@@ -245,10 +253,18 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         """What resets a returned connection's session: ours by default,
         ``OPTIONS["pool"]["reset"]`` if given (``None``: no reset)."""
         options = self.pool_options or {}
-        reset: Callable[[Any], Awaitable[None]] | None = options.get(
-            "reset", self._reset_session
-        )
+        # Behind a transaction-mode pooler the next transaction may run on
+        # another server connection: a RESET here resets nothing that matters.
+        default = None if self.transaction_pooling else self._reset_session
+        reset: Callable[[Any], Awaitable[None]] | None = options.get("reset", default)
         return reset
+
+    @property
+    def transaction_pooling(self) -> bool:
+        """``OPTIONS["transaction_pooling"]``: behind PgBouncer (or another
+        pooler) in transaction mode. Server-side cursors only inside a
+        transaction, no session reset, no ``assume_role``."""
+        return bool(self.settings_dict["OPTIONS"].get("transaction_pooling"))
 
     async def _reset_session(self, connection: psycopg.AsyncConnection[Any]) -> None:
         """Undo what a task changed in the session (``SET``, ``SET ROLE``, held
@@ -426,6 +442,15 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
 
     def create_cursor(self, name: str | None = None) -> Any:
         connection = self.connection
+        if name and connection.autocommit and self.transaction_pooling:
+            raise ProgrammingError(
+                f"Database '{self.alias}': a server-side cursor (chunked_cursor(), "
+                f"QuerySet.aiterator()) outside a transaction cannot work behind a "
+                f"transaction-mode pooler (OPTIONS['transaction_pooling']): its "
+                f"rows would be fetched on another server connection. Use it "
+                f"inside async_atomic(), or set DISABLE_SERVER_SIDE_CURSORS = True "
+                f"for client-side cursors."
+            )
         if name:
             # A WITH HOLD cursor outlives its transaction: the release closes
             # it if the task didn't (see _return_to_pool).
