@@ -78,7 +78,8 @@ def test_every_package_is_installed() -> None:
     found = {
         ".".join(init.parent.relative_to(ROOT).parts)
         for init in (ROOT / "async_db").rglob("__init__.py")
-        if "backends" not in init.parent.relative_to(ROOT).parts
+        # async_db/backends is the symlink to backends/, counted below.
+        if init.parent.relative_to(ROOT).parts[:2] != ("async_db", "backends")
     }
     found |= {
         ".".join(("async_db", *init.parent.relative_to(ROOT).parts))

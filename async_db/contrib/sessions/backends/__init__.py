@@ -1,0 +1,1 @@
+"""Session engines whose async methods are native."""
