@@ -832,9 +832,10 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
     aupdate_or_create.alters_data = True  # type: ignore[attr-defined]
 
     async def adelete(self) -> tuple[int, dict[str, int]]:
-        """Async twin of ``QuerySet.delete()``. Part 1: deletes that need no
-        cascade (see ``async_db.models.deletion``); others raise
-        ``NotSupportedError`` before any query runs."""
+        """Async twin of ``QuerySet.delete()``: Django's ``Collector``
+        collects and deletes natively (``async_db.models.deletion``), every
+        ``on_delete`` included, in one transaction; returns Django's
+        ``(total, {model label: count})``."""
         from async_db.models.deletion import Collector
 
         self._not_support_combined_queries("delete")
