@@ -262,3 +262,28 @@ async def test_the_control_djangos_own_path_hops_to_threads(dsn: str) -> None:
     for r in recorded:
         assert r["sync_connections"], r  # a sync connection, in a thread
         assert r["queries"] == [], r  # nothing ran on the async connection
+
+
+def test_session_engine_against_djangos(site: dict[str, Any]) -> None:
+    """async-db's engine and Django's ``db`` engine share the table both ways;
+    ``acycle_key``, ``aflush``, ``aclear_expired`` and Django's
+    ``UpdateError``/``CreateError``, natively (no sync connection)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.auth_site.session_checks"],
+        cwd=ROOT,
+        env=site["env"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    results = json.loads(out.stdout)
+    assert results["sync_connections_during_native"] == []
+    assert results["django_reads_created"] == {"k": [1, "two"]}
+    assert results["sync_written"] == "django"
+    assert results["cycled"] == [True, [1, "two"], False, True]
+    assert results["update_error"] is True
+    assert results["create_error"] is True
+    assert results["flushed"] == [None, False]
+    assert (results["expired_before"], results["expired_after"]) == (True, False)
+    assert results["kept_after"] is True
