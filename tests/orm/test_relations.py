@@ -36,6 +36,7 @@ from tests.ormapp.models import (
     RelChapter,
     RelClub,
     RelMembership,
+    RelNote,
     RelPerson,
     RelShelf,
     RelTag,
@@ -600,3 +601,26 @@ async def test_forward_fk_access_stays_sync_only_unless_loaded() -> None:
         book.author  # noqa: B018
     loaded = await Book.objects.select_related("author").aget(title="A1")
     assert loaded.author.name == "Ann"
+
+
+@isolated()
+async def test_generic_relations_are_refused_before_any_query() -> None:
+    """Generic relations' prefetchers are not ported (they look content types
+    up with sync queries): refused by name, never a thread. (Their managers
+    need a content type on creation, a sync query, as in Django.)"""
+    from django.db import NotSupportedError
+
+    await RelShelf.objects.acreate(name="Sg")
+    conn = async_connections["default"]
+    conn.force_debug_cursor = True
+    start = len(conn.queries_log)
+    try:
+        with pytest.raises(NotSupportedError, match="generic relation 'notes'"):
+            [s async for s in RelShelf.objects.prefetch_related("notes")]
+        with pytest.raises(NotSupportedError, match="generic relation 'content_"):
+            [n async for n in RelNote.objects.prefetch_related("content_object")]
+        with pytest.raises(NotSupportedError, match="generic relation 'notes'"):
+            [v async for v in RelVolume.objects.prefetch_related("shelf__notes")]
+    finally:
+        conn.force_debug_cursor = False
+    assert len(conn.queries_log) == start

@@ -8,6 +8,8 @@ to self, and one with a custom ``through`` model (``through_defaults``).
 
 from __future__ import annotations
 
+from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
 from async_db.models import AsyncModel
@@ -19,6 +21,7 @@ __all__: list[str] = [
     "RelClub",
     "RelCover",
     "RelMembership",
+    "RelNote",
     "RelPerson",
     "RelShelf",
     "RelTag",
@@ -28,6 +31,7 @@ __all__: list[str] = [
 
 class RelShelf(AsyncModel):
     name = models.CharField(max_length=50, unique=True)
+    notes = GenericRelation("RelNote")
 
     class Meta:
         ordering = ["name"]
@@ -111,3 +115,12 @@ class RelMembership(AsyncModel):
 
     class Meta:
         ordering = ["id"]
+
+
+class RelNote(AsyncModel):
+    """A generic foreign key: its prefetch and related writes are refused."""
+
+    text = models.CharField(max_length=50)
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.PositiveIntegerField()
+    content_object = GenericForeignKey("content_type", "object_id")
