@@ -20,6 +20,8 @@ Endpoints (``<pk>`` is an item id; every response is small JSON):
 path                                      method  does
 ========================================  ======  ==============================
 ``health/``                               GET     no database: ``{"status": "ok"}``
+``whoami/``                               GET     ``{"pid": <worker process>,
+                                                  "backend_pid": <server backend>}``
 ``items/<pk>/async-db/``                  GET     point lookup, async-db cursor
 ``items/<pk>/native/``                    GET     point lookup, ``Item.objects.aget``
                                                   (async-db's native ORM)

@@ -8,7 +8,9 @@ Django's ``ASGIHandler`` serves HTTP only, so :func:`application` answers
   (``lifespan.startup.failed``) instead of the first request, and the pool is
   open before the server accepts connections;
 * shutdown: ``await async_connections.close_pools()``, then close Django's own
-  (sync) pools, so the server leaves no backend behind.
+  (sync) pools, so the server leaves no backend behind, and log
+  ``pools closed (pid N)`` (logger ``async_db_site``, INFO: one line per
+  worker process).
 
 Run with ``python -m uvicorn benchmarks.http.site.asgi:application``
 (``--lifespan on`` makes a failed startup fatal).
@@ -100,6 +102,8 @@ async def startup() -> None:
 async def shutdown() -> None:
     await async_connections.close_pools()
     await sync_to_async(close_orm_pools, thread_sensitive=False)()
+    # One line per process: with several workers, tests check every worker's.
+    logger.info("pools closed (pid %d)", os.getpid())
 
 
 def close_orm_pools() -> None:

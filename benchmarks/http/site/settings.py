@@ -16,6 +16,10 @@ variable                           meaning (default)
 ``ASYNC_DB_SITE_POOL_RESET``       ``1``: async-db's pool resets the session
                                    (``RESET ALL``, time zone) of every returned
                                    connection; ``0``: ``"reset": None`` (``1``)
+``ASYNC_DB_SITE_TRANSACTION_POOLING``
+                                   ``1``: the DSN points at a transaction
+                                   pooler (PgBouncer in transaction mode):
+                                   ``OPTIONS["transaction_pooling"]`` (``0``)
 ``ASYNC_DB_SITE_ITEM_TABLE``       table of the ``Item`` model
                                    (``async_db_site_item``)
 ``ASYNC_DB_SITE_CHECK_DATABASE``   ``1``: the ASGI startup connects once, so a
@@ -90,6 +94,8 @@ def database_entry() -> dict[str, Any]:
         if not env_bool("POOL_RESET", True):
             # Django's own pool has no reset: this only changes async-db's.
             options["pool"]["reset"] = None
+    if env_bool("TRANSACTION_POOLING", False):
+        options["transaction_pooling"] = True
     entry = settings_dict_from_dsn(dsn, **options)
     # Pools require non-persistent connections (as in Django).
     entry["CONN_MAX_AGE"] = 0

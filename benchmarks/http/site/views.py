@@ -20,6 +20,8 @@ the task ends, Django's ``request_finished`` signal the ORM's.
 
 from __future__ import annotations
 
+import os
+
 from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import F
@@ -60,6 +62,17 @@ async def slow(request: HttpRequest) -> JsonResponse:
     async with async_connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         await cursor.execute("SELECT pg_sleep(%s)", [seconds])
     return JsonResponse({"slept": seconds})
+
+
+@require_GET
+async def whoami(request: HttpRequest) -> JsonResponse:
+    """Which process served the request, and which server backend its
+    connection is (several workers: each process has pools of its own)."""
+    async with async_connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        await cursor.execute("SELECT pg_backend_pid()")
+        row = await cursor.fetchone()
+    assert row is not None
+    return JsonResponse({"pid": os.getpid(), "backend_pid": row[0]})
 
 
 # ##### Point lookup #####
