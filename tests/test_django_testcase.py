@@ -191,6 +191,14 @@ class ShareModeTests(TestCase):
         )
         seen(f"gather {await sync_to_async(Book.objects.count)()}")
 
+    async def test_sync_and_async_gathered(self):
+        # One session, two sides: the lock makes each wait for the other.
+        counts = await asyncio.gather(
+            *(sync_to_async(Book.objects.count)() for _ in range(50)),
+            *(Book.objects.acount() for _ in range(50)),
+        )
+        seen(f"gathered {sorted(set(counts))}")
+
     async def test_consumer(self):
         communicator = WebsocketCommunicator(BookConsumer.as_asgi(), "/ws/")
         connected, _ = await communicator.connect()
@@ -289,6 +297,7 @@ EXPECTED = {
     "spawned forbidden",
     "consumer forbidden",
     "sync test 1",
+    "gathered [1]",
     # Share mode: 5 spawned tasks' rows in the test's transaction; the
     # consumer's write too, uncommitted.
     "gather 6",
@@ -307,7 +316,7 @@ def test_django_runner(
     write_project(tmp_path, make_conninfo(dsn, dbname=DEV_NAME), pooled)
     returncode, output, seen = run_django_tests(tmp_path, dsn, "--keepdb")
     assert returncode == 0, output
-    assert "Ran 15 tests" in output, output
+    assert "Ran 16 tests" in output, output
     assert set(seen) == EXPECTED, (seen, output)
     assert len(seen) == len(EXPECTED), seen
     # Everything rolled back or flushed: the kept test database is empty ...
