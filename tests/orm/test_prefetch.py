@@ -31,6 +31,7 @@ from tests.ormapp.models import (
     RelClub,
     RelCover,
     RelMembership,
+    RelNote,
     RelPerson,
     RelShelf,
     RelTag,
@@ -85,13 +86,29 @@ def rel_rows(orm_tables: None) -> Iterator[None]:
                 RelMembership(person=p2, club=k2),
             ]
         )
+        from django.contrib.contenttypes.models import ContentType
+
+        shelf_type = ContentType.objects.get_for_model(RelShelf)
+        RelNote.objects.bulk_create(
+            [
+                RelNote(text="n1", content_type=shelf_type, object_id=s1.pk),
+                RelNote(text="n2", content_type=shelf_type, object_id=s2.pk),
+            ]
+        )
     finally:
         connections.close_all()
     try:
         yield
     finally:
         try:
-            for model in (RelMembership, RelClub, RelPerson, RelArticle, RelTag):
+            for model in (
+                RelNote,
+                RelMembership,
+                RelClub,
+                RelPerson,
+                RelArticle,
+                RelTag,
+            ):
                 model.objects.all().delete()
             for model in (RelCover, RelChapter, RelVolume, RelShelf):
                 model.objects.all().delete()
@@ -180,6 +197,13 @@ async def prefetch_parity(
 
 
 # ##### prefetch_related on querysets #####
+
+
+def _content_types() -> QuerySet[Any]:
+    from django.contrib.contenttypes.models import ContentType
+
+    return ContentType.objects.all()  # a plain Django queryset
+
 
 LOOKUPS: dict[str, tuple[Callable[[], QuerySet[Any]], int]] = {
     # name: (queryset, queries: 1 + one per prefetch level)
@@ -276,6 +300,16 @@ LOOKUPS: dict[str, tuple[Callable[[], QuerySet[Any]], int]] = {
             Prefetch("volumes", queryset=RelVolume.objects.prefetch_related("chapters"))
         ),
         3,
+    ),
+    "forward_fk_to_a_plain_manager": (
+        lambda: RelNote.objects.order_by("text").prefetch_related("content_type"),
+        2,
+    ),
+    "prefetch_plain_queryset": (
+        lambda: RelNote.objects.order_by("text").prefetch_related(
+            Prefetch("content_type", queryset=_content_types())
+        ),
+        2,
     ),
     "three_levels": (
         lambda: RelShelf.objects.prefetch_related("volumes__chapters__volume__cover"),
