@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from async_db._embedded import database_dsn
-from benchmarks import _summary, concurrency, fanout, latency, micro, orm, transactions
+from benchmarks import (
+    _summary,
+    concurrency,
+    deploy,
+    fanout,
+    latency,
+    micro,
+    orm,
+    transactions,
+)
 from benchmarks import http as http_bench
 from benchmarks._env import setup_django
 from benchmarks._harness import (
@@ -55,6 +64,7 @@ SCENARIOS: dict[str, Scenario] = {
     transactions.NAME: transactions.run,
     fanout.NAME: fanout.run,
     http_bench.NAME: http_bench.run,
+    deploy.NAME: deploy.run,
 }
 
 #: micro's rounds and batch per mode (the other scenarios size themselves).

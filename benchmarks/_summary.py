@@ -223,6 +223,37 @@ def http(result: Any) -> list[str]:
     return [line + "."]
 
 
+def deploy(result: Any) -> list[str]:
+    """1 against 2 workers, direct and through PgBouncer (``benchmarks.deploy``)."""
+    from benchmarks.deploy import BOUNCER, DIRECT
+
+    rows = getattr(result, "rows", [])
+    if not rows:
+        return []
+    connections = result.settings.get("connections", "?")
+    parts = []
+    for via in (DIRECT, BOUNCER):
+        one, two = result.row(1, via), result.row(2, via)
+        if one is None or two is None or not one.rps:
+            continue
+        where = "directly" if via == DIRECT else "through PgBouncer (transaction mode)"
+        parts.append(
+            f"{where}, 2 workers serve {two.rps / one.rps:.2f}x the requests/s of "
+            f"1 (p99 {two.p99_ms:.0f} against {one.p99_ms:.0f} ms) on at most "
+            f"{two.peak_backends} server backends"
+        )
+    if not parts:
+        return []
+    line = f"Native ORM lookup over HTTP ({connections} connections), " + "; ".join(
+        parts
+    )
+    errors = sum(r.errors for r in rows)
+    line += f"; {errors} errors"
+    if result.skipped:
+        line += f" (PgBouncer rows skipped: {result.skipped})"
+    return [line + "."]
+
+
 def _data(fn: Callable[[Mapping[str, Any]], list[str]]) -> Callable[[Any], list[str]]:
     def read(result: Any) -> list[str]:
         return fn(result.data) if isinstance(result, ScenarioResult) else []
@@ -237,6 +268,7 @@ SENTENCES: dict[str, Callable[[Any], list[str]]] = {
     "transactions": _data(transactions),
     "fanout": _data(fanout),
     "http": http,
+    "deploy": deploy,
     "latency": _data(latency),
     "micro": lambda r: micro(r) if isinstance(r, ScenarioResult) else [],
 }
