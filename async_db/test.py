@@ -21,17 +21,26 @@ Two isolation modes, like Django's ``TestCase`` and ``TransactionTestCase``:
   covers the test's own task. A task the test spawns gets a connection of its
   own, outside that transaction (DESIGN rule 3): async-db refuses it with
   ``TransactionManagementError`` on its first query, so such a test fails
-  loudly instead of writing data the rollback can't undo. Use the flush mode
-  for it, or await the work in the test's task. ``on_commit`` callbacks never
+  loudly instead of writing data the rollback can't undo. Share the test's
+  connection with them (``isolated(spawned_tasks="share")``, test-only), use
+  the flush mode, or await the work in the test's task. ``on_commit`` callbacks never
   run in this mode (nothing commits): use :func:`capture_on_commit_callbacks`.
 - :func:`flushed` (flush mode): the test runs normally, committing for real;
   afterwards the given tables (default: every installed model's table) are
   truncated. Spawned tasks, ``new_connections()``, ``on_commit`` all behave
   as in production.
 
+Django's test cases, for ``async def`` tests (:class:`TestCase`,
+:class:`TransactionTestCase`): in ``TestCase`` the test task's async connection
+of each alias is built on the server session of Django's sync connection,
+inside the test's transaction (:func:`shared_session`), so sync fixtures and
+async code see each other's rows and Django's rollback undoes both; the pytest
+plugin does the same in pytest-django's per-test transaction.
+
 With pytest, mark a test ``@pytest.mark.async_db`` (rollback mode) or
 ``@pytest.mark.async_db(transaction=True)`` (flush mode) after enabling the
-plugin (``-p async_db.pytest_plugin``, or list it in ``pytest_plugins``).
+plugin (``-p async_db.pytest_plugin``, or list it in ``pytest_plugins``); with
+pytest-django, ``@pytest.mark.django_db`` covers async-db too.
 """
 
 from __future__ import annotations
@@ -789,9 +798,13 @@ class _AsyncDbTestMixin:
             async with AsyncExitStack() as stack:
                 stack.push_async_callback(_close_test_pools)
                 stack.enter_context(communicators_in_test_context())
-                if self._async_db_rollback:
+                if self._async_db_rollback and all(
+                    _test_transaction_of(conn) for conn in sessions.values()
+                ):
                     # Django's connections of the test's thread (this runs in
                     # async_to_sync's loop thread: captured before, below).
+                    # Without transactions (a database that has none), Django's
+                    # TestCase behaves as TransactionTestCase: so does this.
                     await stack.enter_async_context(
                         shared_session(sessions, spawned_tasks=self.spawned_tasks)
                     )
