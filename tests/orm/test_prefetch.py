@@ -86,8 +86,12 @@ def rel_rows(orm_tables: None) -> Iterator[None]:
                 RelMembership(person=p2, club=k2),
             ]
         )
+        from django.contrib.auth.models import Group, User
         from django.contrib.contenttypes.models import ContentType
 
+        group = Group.objects.create(name="prefetch-readers")
+        user = User.objects.create(username="prefetch-user")
+        user.groups.add(group)
         shelf_type = ContentType.objects.get_for_model(RelShelf)
         RelNote.objects.bulk_create(
             [
@@ -101,6 +105,10 @@ def rel_rows(orm_tables: None) -> Iterator[None]:
         yield
     finally:
         try:
+            from django.contrib.auth.models import Group, User
+
+            User.objects.filter(username="prefetch-user").delete()
+            Group.objects.filter(name="prefetch-readers").delete()
             for model in (
                 RelNote,
                 RelMembership,
@@ -203,6 +211,12 @@ def _content_types() -> QuerySet[Any]:
     from django.contrib.contenttypes.models import ContentType
 
     return ContentType.objects.all()  # a plain Django queryset
+
+
+def _users() -> QuerySet[Any]:
+    from django.contrib.auth.models import User
+
+    return User.objects.filter(username="prefetch-user")
 
 
 LOOKUPS: dict[str, tuple[Callable[[], QuerySet[Any]], int]] = {
@@ -310,6 +324,10 @@ LOOKUPS: dict[str, tuple[Callable[[], QuerySet[Any]], int]] = {
             Prefetch("content_type", queryset=_content_types())
         ),
         2,
+    ),
+    "models_you_do_not_own": (  # contrib.auth: plain managers, native()
+        lambda: _users().prefetch_related("groups", "user_permissions"),
+        3,
     ),
     "three_levels": (
         lambda: RelShelf.objects.prefetch_related("volumes__chapters__volume__cover"),
