@@ -143,6 +143,14 @@ async def test_contrib_auth_user_is_native(observer: Any) -> None:
             await User.objects.filter(pk=user.pk).aupdate(last_name="Lee")
             await user.arefresh_from_db(fields=["last_name"])
             assert (user.first_name, user.last_name) == ("Ann", "Lee")
+            group = await Group.objects.acreate(name="optin-ann-group")
+            await user.groups.aadd(group)
+            # Model.adelete: Django's cascade (the groups through row), natively.
+            assert await user.adelete() == (
+                2,
+                {"auth.User_groups": 1, "auth.User": 1},
+            )
+            assert user.pk is None
             raise Rollback
     (count,) = observer.execute(
         "SELECT count(*) FROM auth_user WHERE username = 'optin-ann'"
