@@ -370,6 +370,7 @@ async def test_remove_and_clear_exist_only_for_nullable_fks() -> None:
     assert not hasattr(volume.chapters, "aremove")
     assert not hasattr(volume.chapters, "aclear")
     assert not hasattr(volume.chapters, "remove")
+    assert not hasattr(volume.chapters, "_aclear")
     assert hasattr(shelf.volumes, "aremove") and hasattr(shelf.volumes, "aclear")
 
 

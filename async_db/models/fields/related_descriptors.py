@@ -628,7 +628,8 @@ def install_related_twins(cls: type) -> bool:
         if name in cls.__dict__:
             setattr(cls, name, twins.__dict__[name])
     for name in _HELPERS:
-        if name in twins.__dict__:
+        # _aclear() is the twin of _clear(), defined with clear() only.
+        if name in twins.__dict__ and (name != "_aclear" or "aclear" in cls.__dict__):
             setattr(cls, name, twins.__dict__[name])
     return True
 
