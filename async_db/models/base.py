@@ -16,6 +16,7 @@ calls the sync ``refresh_from_db()``, which raises ``SynchronousOnlyOperation``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -566,9 +567,11 @@ async def _asave_abstract_base_user(
         self._password = None
 
 
+@functools.cache
 def _save_twins() -> dict[Any, _SaveTwin]:
     """Django's ``save()`` overrides (the functions) -> their async twins.
-    Built when first needed: ``django.contrib.auth`` may not be installed."""
+    Built when first needed (the app registry is ready by then):
+    ``django.contrib.auth`` may not be installed."""
     twins: dict[Any, _SaveTwin] = {models.Model.save: _asave}
     from django.apps import apps
 

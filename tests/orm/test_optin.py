@@ -112,8 +112,11 @@ def test_patch_swaps_djangos_async_methods_and_unpatch_restores_them(
     opted_in: None,
 ) -> None:
     import django.contrib.auth
+    import django.db.models
 
     from async_db.contrib import auth
+    from async_db.models import aprefetch_related_objects
+    from async_db.models.query import AsyncRawQuerySet
 
     assert _native_orm.is_patched()
     for name in QUERYSET_ASYNC_METHODS:
@@ -121,6 +124,12 @@ def test_patch_swaps_djangos_async_methods_and_unpatch_restores_them(
     for name in MODEL_ASYNC_METHODS:
         assert getattr(Model, name).__module__ == "async_db._native_orm", name
     assert django.contrib.auth.alogin is auth.alogin
+    assert django.contrib.auth.alogout is auth.alogout
+    assert django.db.models.aprefetch_related_objects is aprefetch_related_objects
+    assert (
+        vars(django_query.RawQuerySet)["__aiter__"]
+        is (vars(AsyncRawQuerySet)["__aiter__"])
+    )
     _native_orm.patch()  # idempotent
     assert vars(QuerySet)["aget"] is vars(AsyncQuerySet)["aget"]
 
