@@ -26,6 +26,7 @@ from django.db.models import query as django_query
 from django.db.models.fields import related_descriptors
 
 from async_db import _native_orm, async_atomic
+from async_db.models import native
 from async_db.models.query import AsyncQuerySet
 from tests.orm_parity import SyncConnectionCounter, method_parity, parity
 from tests.ormapp.models import Book, SaveOverride
@@ -280,3 +281,60 @@ def test_a_wrong_setting_is_an_error_naming_it() -> None:
         "error": 'ImproperlyConfigured: ASYNC_DB["NATIVE_ORM"] must be True or '
         "False, not 'yes'."
     }
+
+
+async def test_login_signals_run_in_the_task_with_update_last_login_native(
+    observer: Any,
+) -> None:
+    """``async_db.contrib.auth.asend`` (what the twins of ``alogin``/``alogout``
+    send with): Django's ``update_last_login`` replaced by its native twin,
+    inside the task's transaction; async receivers awaited in the task, in
+    order; other sync receivers in a thread, as ``Signal.asend``."""
+    import asyncio
+    import threading
+
+    from django.contrib.auth.models import update_last_login
+    from django.contrib.auth.signals import user_logged_in
+
+    from async_db.contrib.auth import asend
+
+    calls: list[tuple[str, Any]] = []
+
+    async def async_receiver(sender: Any, user: Any, **kwargs: Any) -> str:
+        calls.append(("async", asyncio.current_task()))
+        return "async"
+
+    def sync_receiver(sender: Any, user: Any, **kwargs: Any) -> str:
+        calls.append(("sync", threading.get_ident()))
+        return "sync"
+
+    user_logged_in.connect(async_receiver)
+    user_logged_in.connect(sync_receiver)
+    try:
+        with SyncConnectionCounter() as counter, pytest.raises(Rollback):
+            async with async_atomic():
+                user = await native(User).acreate(username="optin-login")
+                assert user.last_login is None
+                responses = await asend(
+                    user_logged_in, sender=User, request=None, user=user
+                )
+                # The block sees the last_login the receiver wrote.
+                again = await native(User).aget(pk=user.pk)
+                assert again.last_login == user.last_login is not None
+                raise Rollback
+    finally:
+        user_logged_in.disconnect(async_receiver)
+        user_logged_in.disconnect(sync_receiver)
+    assert counter.opened == []
+    assert [r for r, _ in responses] == [
+        update_last_login,
+        sync_receiver,
+        async_receiver,
+    ]
+    assert [kind for kind, _ in calls] == ["sync", "async"]
+    assert calls[0][1] != threading.get_ident()  # a thread, as Signal.asend
+    assert calls[1][1] is asyncio.current_task()  # the calling task
+    (count,) = observer.execute(
+        "SELECT count(*) FROM auth_user WHERE username = 'optin-login'"
+    ).fetchone()
+    assert count == 0
