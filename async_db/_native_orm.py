@@ -24,9 +24,10 @@ task's async connection without any change to their code:
   already built are rebuilt;
 - ``django.db.models.aprefetch_related_objects`` (also in
   ``django.db.models.query``): async-db's;
-- ``django.contrib.auth.alogin``/``alogout`` (when ``django.contrib.auth`` is
-  installed): async-db's twins (:mod:`async_db.contrib.auth`), whose signals
-  are sent in the task and whose ``update_last_login`` receiver is native.
+- ``django.contrib.auth.aauthenticate``/``alogin``/``alogout`` (when
+  ``django.contrib.auth`` is installed): async-db's twins
+  (:mod:`async_db.contrib.auth`), whose signals are sent in the task and whose
+  ``update_last_login`` receiver is native.
 
 Nothing else is touched: sync methods, Django's SQL compilation, the session
 engines and middleware (see :mod:`async_db.contrib.sessions`). Without the
@@ -183,6 +184,7 @@ def _patch_auth() -> None:
 
     from async_db.contrib import auth
 
+    _swap(django.contrib.auth, "aauthenticate", auth.aauthenticate)
     _swap(django.contrib.auth, "alogin", auth.alogin)
     _swap(django.contrib.auth, "alogout", auth.alogout)
 

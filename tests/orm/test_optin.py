@@ -75,7 +75,11 @@ def snapshot() -> dict[str, Any]:
             django_query.aprefetch_related_objects,
             django.db.models.aprefetch_related_objects,
         ),
-        "auth": (django.contrib.auth.alogin, django.contrib.auth.alogout),
+        "auth": (
+            django.contrib.auth.aauthenticate,
+            django.contrib.auth.alogin,
+            django.contrib.auth.alogout,
+        ),
     }
 
 
@@ -126,6 +130,7 @@ def test_patch_swaps_djangos_async_methods_and_unpatch_restores_them(
         assert getattr(Model, name).__module__ == "async_db._native_orm", name
     assert django.contrib.auth.alogin is auth.alogin
     assert django.contrib.auth.alogout is auth.alogout
+    assert django.contrib.auth.aauthenticate is auth.aauthenticate
     assert django.db.models.aprefetch_related_objects is aprefetch_related_objects
     assert (
         vars(django_query.RawQuerySet)["__aiter__"]
@@ -338,3 +343,43 @@ async def test_login_signals_run_in_the_task_with_update_last_login_native(
         "SELECT count(*) FROM auth_user WHERE username = 'optin-login'"
     ).fetchone()
     assert count == 0
+
+
+@pytest.mark.usefixtures("opted_in", "no_sync_connection")
+async def test_aauthenticate_is_native_and_its_failure_signal_in_the_task() -> None:
+    import asyncio
+
+    import django.contrib.auth
+    from django.contrib.auth.signals import user_login_failed
+
+    failed: list[Any] = []
+
+    async def on_failure(sender: Any, credentials: Any, **kwargs: Any) -> None:
+        failed.append((sender, credentials, asyncio.current_task()))
+
+    user_login_failed.connect(on_failure)
+    try:
+        with pytest.raises(Rollback):
+            async with async_atomic():
+                await User.objects.acreate_user("optin-auth", password="right-pw")
+                user = await django.contrib.auth.aauthenticate(
+                    username="optin-auth", password="right-pw"
+                )
+                assert user.get_username() == "optin-auth"
+                assert user.backend == "django.contrib.auth.backends.ModelBackend"
+                assert (
+                    await django.contrib.auth.aauthenticate(
+                        username="optin-auth", password="wrong"
+                    )
+                    is None
+                )
+                raise Rollback
+    finally:
+        user_login_failed.disconnect(on_failure)
+    assert failed == [
+        (
+            "django.contrib.auth",
+            {"username": "optin-auth", "password": "********************"},
+            asyncio.current_task(),
+        )
+    ]

@@ -1,7 +1,8 @@
-"""Native ``alogin()``/``alogout()``: Django's, with signals sent in the task.
+"""Native ``aauthenticate()``/``alogin()``/``alogout()``: signals in the task.
 
-Async twins of ``django.contrib.auth.alogin`` and ``alogout``. Django's send
-``user_logged_in``/``user_logged_out`` with ``Signal.asend``, which runs the
+Async twins of ``django.contrib.auth.aauthenticate``, ``alogin`` and
+``alogout``. Django's send ``user_login_failed``/``user_logged_in``/
+``user_logged_out`` with ``Signal.asend``, which runs the
 sync receivers in a thread and gathers the async ones into new tasks; the
 receiver Django itself connects, ``update_last_login``, then saves the user
 with the sync ORM in that thread. Here the signals go through :func:`asend`:
@@ -12,10 +13,11 @@ other sync receivers run as ``asend`` runs them (in a thread).
 
 The session calls are ``request.session``'s async methods: native with the
 session engine ``async_db.contrib.sessions.backends.db``. ``request.auser()``
-and ``aauthenticate()`` are Django's, unchanged: with the opt-in
-(``ASYNC_DB = {"NATIVE_ORM": True}``) their queries (``aget``,
+and the backends' ``aauthenticate()`` are Django's, unchanged: with the
+opt-in (``ASYNC_DB = {"NATIVE_ORM": True}``) their queries (``aget``,
 ``aget_by_natural_key``, ``acheck_password``'s ``asave``) are native. The
-opt-in also makes ``django.contrib.auth.alogin``/``alogout`` these functions.
+opt-in also makes ``django.contrib.auth.aauthenticate``/``alogin``/
+``alogout`` these functions.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.dispatch import Signal
 from django.dispatch.dispatcher import NO_RECEIVERS
+from django.views.decorators.debug import sensitive_variables
 
-__all__ = ["alogin", "alogout", "asend", "aupdate_last_login"]
+__all__ = ["aauthenticate", "alogin", "alogout", "asend", "aupdate_last_login"]
 
 
 async def aupdate_last_login(sender: Any, user: Any, **kwargs: Any) -> None:
@@ -97,6 +100,42 @@ async def asend(signal: Signal, sender: Any, **named: Any) -> list[tuple[Any, An
             (receiver, await receiver(signal=signal, sender=sender, **named))
         )
     return responses
+
+
+@sensitive_variables("credentials")
+async def aauthenticate(request: Any = None, **credentials: Any) -> Any:
+    """Async twin of ``django.contrib.auth.aauthenticate()``, with
+    ``user_login_failed`` sent by :func:`asend` (the backends' own
+    ``aauthenticate`` are Django's: ``ModelBackend``'s queries are native
+    under the opt-in)."""
+    from django.contrib.auth import (  # type: ignore[attr-defined]
+        _clean_credentials,
+        _get_compatible_backends,
+    )
+    from django.contrib.auth.signals import user_login_failed
+    from django.core.exceptions import PermissionDenied
+
+    for backend, backend_path in _get_compatible_backends(request, **credentials):
+        try:
+            user = await backend.aauthenticate(request, **credentials)
+        except PermissionDenied:
+            # This backend says to stop in our tracks - this user should not be
+            # allowed in at all.
+            break
+        if user is None:
+            continue
+        # Annotate the user object with the path of the backend.
+        user.backend = backend_path
+        return user
+
+    # The credentials supplied are invalid to all backends, fire signal.
+    await asend(
+        user_login_failed,
+        sender="django.contrib.auth",
+        credentials=_clean_credentials(credentials),
+        request=request,
+    )
+    return None
 
 
 async def alogin(request: Any, user: Any, backend: str | None = None) -> None:
