@@ -996,6 +996,7 @@ class AsyncRawQuerySet(_RawQuerySet):  # type: ignore[misc]
     (Django's would run ``_fetch_all()`` in a thread)."""
 
     _result_cache: list[Any] | None
+    _prefetch_done: bool
 
     def __aiter__(self) -> AsyncGenerator[Any, None]:
         """Async twin of ``RawQuerySet.__aiter__()``: fills the result cache
@@ -1009,14 +1010,15 @@ class AsyncRawQuerySet(_RawQuerySet):  # type: ignore[misc]
         return generator()
 
     async def _afetch_all(self) -> None:
-        """Async twin of ``RawQuerySet._fetch_all()``."""
-        if self._prefetch_related_lookups and not self._prefetch_done:
-            # Checked before the query runs: never a partial result.
-            raise _not_native(
-                f"prefetch_related() on {self.model.__qualname__}.objects.raw()"
-            )
+        """Async twin of ``RawQuerySet._fetch_all()``: the rows, then the
+        ``prefetch_related()`` lookups (:func:`aprefetch_related_objects`)."""
         if self._result_cache is None:
             self._result_cache = await _araw_model_instances(self)
+        if self._prefetch_related_lookups and not self._prefetch_done:
+            await aprefetch_related_objects(
+                self._result_cache, *self._prefetch_related_lookups
+            )
+            self._prefetch_done = True
 
 
 def _raw_params(query: Any, connection: Any) -> Any:

@@ -267,14 +267,27 @@ async def test_raw_on_a_model_you_dont_own_and_its_errors() -> None:
         FieldDoesNotExist, match="Raw query must include the primary key"
     ):
         [a async for a in Author.objects.raw("SELECT name FROM ormapp_author")]
-    raw = Author.objects.raw("SELECT * FROM ormapp_author").prefetch_related("book_set")
 
-    async def prefetching() -> None:
-        with pytest.raises(NotSupportedError, match=r"prefetch_related\(\)"):
-            [a async for a in raw]
 
-    _, statements = await native_sql(prefetching)
-    assert statements == []  # refused before the query
+async def test_raw_with_prefetch_related_in_parity() -> None:
+    def make() -> Any:
+        return Author.objects.raw(
+            "SELECT * FROM ormapp_author ORDER BY name"
+        ).prefetch_related("book_set")
+
+    def shape_of(authors: Any) -> list[Any]:
+        # The prefetched caches: read without a query.
+        return [(a.name, sorted(b.title for b in a.book_set.all())) for a in authors]
+
+    async def native_eval() -> list[Any]:
+        return shape_of([a async for a in make()])
+
+    native_result, native_statements = await native_sql(native_eval)
+    sync_result, sync_statements = await sync_sql(lambda: shape_of(list(make())))
+    assert native_result == sync_result
+    assert native_result[0] == ("Ann", ["A1", "A2"])
+    assert native_statements == sync_statements  # the raw query, one prefetch
+    assert len(native_statements) == 2
 
 
 async def test_raw_inside_async_atomic_sees_the_blocks_rows() -> None:
