@@ -507,7 +507,11 @@ class AsyncModelMixin:
                 using=using,
                 update_fields=update_fields,
             )
-        await _asave(self, force_insert, force_update, using, update_fields)
+        # The twin of the class's save(): Model.save()'s, or that of a Django
+        # override such as AbstractBaseUser.save() (custom user models). A
+        # save() of the user's own is theirs to mirror in an asave() override.
+        save = _native_save(type(self)) or _asave
+        await save(self, force_insert, force_update, using, update_fields)
 
     asave.alters_data = True  # type: ignore[attr-defined]
 

@@ -24,6 +24,7 @@ from tests.ormapp.models import (
     Answer,
     Author,
     Book,
+    Member,
     PlainThing,
     Question,
     SaveOverride,
@@ -198,6 +199,19 @@ async def test_contrib_auth_user_saves_natively() -> None:
     await native(User.objects.filter(pk=user.pk)).aupdate(first_name="Ann")
     await native(user).arefresh_from_db(fields=["first_name"])
     assert user.first_name == "Ann"
+
+
+@isolated()
+async def test_a_custom_user_model_on_the_mixin_saves_like_save() -> None:
+    """``AsyncModelMixin.asave()`` on an ``AbstractBaseUser`` subclass runs
+    the twin of ``AbstractBaseUser.save()``, as ``save()`` would."""
+    member = Member(name="mixin-member")
+    member.set_password("pw-1")
+    await member.asave()
+    assert member._password is None  # password_changed() ran
+    created = await Member.objects.acreate(name="mixin-created", password="x")
+    assert created._password is None
+    assert (await Member.objects.aget(pk=member.pk)).check_password("pw-1")
 
 
 @isolated()

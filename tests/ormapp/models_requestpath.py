@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import models
 
-from async_db.models import AsyncModel
+from async_db.models import AsyncManager, AsyncModel, AsyncModelMixin
 
 
 class Question(AsyncModel):
@@ -55,9 +56,21 @@ class SaveOverride(models.Model):
         return super().delete(*args, **kwargs)
 
 
+class Member(AsyncModelMixin, AbstractBaseUser):
+    """A custom user model on the mixin: ``AbstractBaseUser.save()``'s work
+    (``password_changed()``) must not be skipped by ``asave()``."""
+
+    name = models.CharField(max_length=50, unique=True)
+
+    USERNAME_FIELD = "name"
+
+    objects = AsyncManager()
+
+
 #: The models this module defines (models.py imports them all).
 __all__: list[str] = [
     "Answer",
+    "Member",
     "PlainThing",
     "Question",
     "SaveOverride",
