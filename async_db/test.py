@@ -550,8 +550,11 @@ def _attach_session(alias: str, django_connection: Any) -> Callable[[], None]:
         )
     # The sync connection is Django's test connection: the database the test
     # case runs on is a test database (also when async_connections read the
-    # settings after Django switched them to it).
-    _test_databases.add((alias, async_connections.settings[alias]["NAME"]))
+    # settings after Django switched them to it). Only that name, never
+    # another one the handler may still point at.
+    name = async_connections.settings[alias]["NAME"]
+    if name == django_connection.settings_dict["NAME"]:
+        _test_databases.add((alias, name))
     params = wrapper.get_connection_params()
     shared = _shared_connection_class()(django_connection.connection)
     shared.cursor_factory = params["cursor_factory"]
