@@ -487,7 +487,10 @@ class _SessionLock:
         return self._lock.locked()
 
 
+@functools.cache
 def _shared_connection_class() -> type[Any]:
+    # Built on first use: psycopg is the PostgreSQL backend's, not this
+    # module's, dependency.
     import psycopg
 
     class SharedSessionConnection(psycopg.AsyncConnection[Any]):
