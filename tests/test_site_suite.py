@@ -116,5 +116,5 @@ def test_site_suite_under_pytest_django(
     )
     assert returncode == 0, output
     # The TestCase module runs under pytest-django too.
-    assert "14 passed" in output, output
+    assert "16 passed" in output, output
     check_left_as_found(observer, dsn)

@@ -41,3 +41,24 @@ async def test_concurrent_requests(async_client, items):
         *(async_client.post(f"/items/{items[2].pk}/bump/native/") for _ in range(5))
     )
     assert sorted(r.json()["value"] for r in responses) == [4, 5, 6, 7, 8]
+
+
+@pytest.mark.async_db(spawned_tasks="share")
+async def test_fan_out_view_sees_the_fixture_rows(async_client, items):
+    # The view gathers three native queries in tasks of their own: they share
+    # the test's connection, so they see the fixture's uncommitted rows.
+    response = await async_client.get("/summary/")
+    body = response.json()
+    assert body["count"] == len(items)
+    assert body["total"] == sum(item.value for item in items)
+    assert body["first"]["id"] == items[0].pk
+
+
+@pytest.mark.django_db
+async def test_fan_out_view_is_refused_in_the_default_mode(async_client, items):
+    # Without the share mode, the view's tasks would run outside the test's
+    # transaction: async-db refuses them (the spawned-task rule).
+    from django.db.transaction import TransactionManagementError
+
+    with pytest.raises(TransactionManagementError, match="new_connections"):
+        await async_client.get("/summary/")

@@ -10,6 +10,7 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("slow/", views.slow, name="slow"),
     path("whoami/", views.whoami, name="whoami"),
+    path("summary/", views.summary, name="summary"),
     path("items/<int:pk>/async-db/", views.item_async_db, name="item-async-db"),
     path("items/<int:pk>/native/", views.item_native, name="item-native"),
     path("items/<int:pk>/orm/", views.item_orm, name="item-orm"),

@@ -20,11 +20,12 @@ the task ends, Django's ``request_finished`` signal the ORM's.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
@@ -94,6 +95,25 @@ async def item_native(request: HttpRequest, pk: int) -> JsonResponse:
     except Item.DoesNotExist:
         return not_found()
     return JsonResponse(item.to_json())
+
+
+@require_GET
+async def summary(request: HttpRequest) -> JsonResponse:
+    """A fan-out: three independent native queries at once, each in a task of
+    its own (so on a connection of its own; outside any transaction: a task
+    spawned inside one is refused)."""
+    count, total, first = await asyncio.gather(
+        Item.objects.acount(),
+        Item.objects.aaggregate(total=Sum("value")),
+        Item.objects.order_by("pk").afirst(),
+    )
+    return JsonResponse(
+        {
+            "count": count,
+            "total": total["total"],
+            "first": None if first is None else first.to_json(),
+        }
+    )
 
 
 @require_GET
