@@ -415,15 +415,17 @@ class Collector(_Collector):  # type: ignore[misc]
 
 async def _aevaluate(objs: Any) -> None:
     """Fill a queryset's result cache natively (Django's ``add()`` evaluates
-    it with ``if not objs``); lists of instances are left as they are."""
+    it with ``if not objs``); lists of instances are left as they are. A plain
+    ``QuerySet`` gets the rows of its native twin (``native(objs)``)."""
     if isinstance(objs, models.QuerySet) and objs._result_cache is None:
-        if not hasattr(objs, "_afetch_all"):
-            raise NotSupportedError(
-                f"Collector.acollect() was given a {type(objs).__qualname__} of "
-                f"{objs.model._meta.label}: pass native(queryset) (async-db "
-                f"evaluates AsyncQuerySets only)."
-            )
-        await objs._afetch_all()
+        if hasattr(objs, "_afetch_all"):
+            await objs._afetch_all()
+            return
+        twin: Any = native(objs)
+        await twin._afetch_all()
+        plain: Any = objs
+        plain._result_cache = twin._result_cache
+        plain._prefetch_done = twin._prefetch_done
 
 
 async def _abool(objs: Any) -> bool:

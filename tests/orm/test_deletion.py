@@ -21,7 +21,8 @@ import pytest
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.db import NotSupportedError
-from django.db.models import Model
+from django.db.models import Model, QuerySet
+from django.db.models.deletion import Collector as DjangoCollector
 from django.db.models.deletion import ProtectedError, RestrictedError
 from django.db.models.signals import post_delete, pre_delete
 
@@ -150,6 +151,8 @@ def build_world(
 
 
 def _origin(origin: Any) -> Any:
+    if origin is None:
+        return None
     if isinstance(origin, Model):
         return ("instance", origin._meta.label, origin.pk)
     return ("queryset", origin.model._meta.label)
@@ -286,7 +289,24 @@ def _qs_delete(make_qs: Callable[[], Any]) -> Any:
     return (lambda: native(make_qs()).adelete(), lambda: make_qs().delete())
 
 
+def _collector_delete() -> Any:
+    """The Collector API itself, given a plain Django ``QuerySet``."""
+
+    async def native_op() -> Any:
+        collector = Collector(using="default")
+        await collector.acollect(QuerySet(model=DelR).filter(pk__in=[1, 3]))
+        return await collector.adelete()
+
+    def sync_op() -> Any:
+        collector = DjangoCollector(using="default")
+        collector.collect(QuerySet(model=DelR).filter(pk__in=[1, 3]))
+        return collector.delete()
+
+    return native_op, sync_op
+
+
 SCENARIOS: dict[str, tuple[Any, dict[str, bool]]] = {
+    "collector, plain queryset": (_collector_delete(), {}),
     # every on_delete but PROTECT/RESTRICT, generic relation, m2m, MTI parents
     "r1 queryset": (_qs_delete(lambda: DelR.objects.filter(pk=1)), {}),
     "r2 instance": (_instance_delete(DelR, 2), {}),
