@@ -76,7 +76,11 @@ def clean(observer: Any) -> Iterator[Callable[[], None]]:
 
 
 def build_world(
-    *, protect: bool = False, restrict: bool = False, stray_leaf: bool = False
+    *,
+    protect: bool = False,
+    restrict: bool = False,
+    stray_leaf: bool = False,
+    many: bool = False,
 ) -> None:
     """The scenario's data, with the sync ORM (explicit primary keys)."""
     ct = ContentType.objects.get_for_model(DelR)
@@ -105,6 +109,10 @@ def build_world(
     if protect:
         a_rows.append(DelA(pk=250, name="protect-2", protect_id=2))
     a_rows.append(DelA(pk=900, name="owned-2", owner_id=2))
+    if many:  # more rows than a batch (GET_ITERATOR_CHUNK_SIZE) per kind
+        for i in range(250):
+            fks = {"set_default_id": 2} if i % 2 else {"cascade_id": 2}
+            a_rows.append(DelA(pk=10_000 + i, name=f"many-{i}", **fks))
     DelA.objects.bulk_create(a_rows)
     if restrict:
         DelLeaf.objects.bulk_create(leaves)
@@ -317,6 +325,8 @@ SCENARIOS: dict[str, tuple[Any, dict[str, bool]]] = {
     "a queryset": (_qs_delete(lambda: DelA.objects.filter(pk__in=[100, 200])), {}),
     "b fast": (_qs_delete(lambda: DelB.objects.filter(a_id=100)), {}),
     "b single": (_instance_delete(DelB, 3), {}),
+    "many rows": (_qs_delete(lambda: DelR.objects.filter(pk=2)), {"many": True}),
+    "many rows, owner": (_instance_delete(DelOwner, 1), {"many": True}),
     # RESTRICT: refused alone, allowed when the owner's cascade takes them too
     "restricted r1": (
         _qs_delete(lambda: DelR.objects.filter(pk=1)),
@@ -555,3 +565,30 @@ async def test_sync_entry_points_are_refused() -> None:
         collector.collect([])
     with pytest.raises(NotSupportedError, match="adelete"):
         collector.delete()
+
+
+async def test_delete_in_a_block_adds_no_savepoint(
+    observer: Any, clean: Callable[[], None]
+) -> None:
+    """Django's ``atomic(savepoint=False)``: inside the caller's block the
+    delete adds no savepoint; its rows go with the block."""
+    await run_sync(lambda: build_world(many=True))
+    before = snapshot(observer)
+    conn = async_connections["default"]
+    with pytest.raises(RuntimeError):
+        async with async_atomic():
+            conn.force_debug_cursor = True
+            start = len(conn.queries_log)
+            try:
+                result = await DelR.objects.filter(pk=2).adelete()
+            finally:
+                conn.force_debug_cursor = False
+            statements = [q["sql"] for q in list(conn.queries_log)[start:]]
+            assert result[1]["ormapp.DelA"] == 126  # cascade-2 and 125 "many"
+            assert not any("SAVEPOINT" in s for s in statements)
+            deletes = [
+                s for s in statements if s.startswith('DELETE FROM "ormapp_dela"')
+            ]
+            assert len(deletes) == 2  # 126 pks: two batches of 100
+            raise RuntimeError
+    assert snapshot(observer) == before
