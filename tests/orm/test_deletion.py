@@ -592,3 +592,59 @@ async def test_delete_in_a_block_adds_no_savepoint(
             assert len(deletes) == 2  # 126 pks: two batches of 100
             raise RuntimeError
     assert snapshot(observer) == before
+
+
+async def test_contrib_auth_user_delete_parity(observer: Any) -> None:
+    """A model you don't own (``django.contrib.auth``'s ``User``, with its
+    auto-created many-to-many through rows to ``Group`` and ``Permission``),
+    deleted through ``native()``."""
+    from django.contrib.auth.models import Group, Permission, User
+
+    pks = (9001, 9002)
+
+    def build() -> None:
+        group = Group.objects.create(pk=9001, name="deletion-group")
+        perm = Permission.objects.order_by("pk").first()
+        for pk in pks:
+            user = User.objects.create(pk=pk, username=f"deletion-{pk}")
+            user.groups.add(group)
+            if perm is not None:
+                user.user_permissions.add(perm)
+
+    def state() -> Any:
+        return [
+            list(
+                observer.execute(
+                    f"SELECT {columns} FROM {table} WHERE {column} = ANY(%s)"
+                    " ORDER BY 1",
+                    [list(pks)],
+                )
+            )
+            for table, columns, column in (
+                ("auth_user", "id, username", "id"),  # not date_joined
+                ("auth_user_groups", "user_id, group_id", "user_id"),
+                ("auth_user_user_permissions", "user_id, permission_id", "user_id"),
+                ("auth_group", "*", "id"),
+            )
+        ]
+
+    def drop() -> None:
+        User.objects.filter(pk__in=pks).delete()
+        Group.objects.filter(pk=9001).delete()
+
+    try:
+        await run_sync(build)
+        before = state()
+        with SyncConnectionCounter() as counter:
+            native_result = await native(User.objects.filter(pk=9001)).adelete()
+        assert counter.opened == []
+        native_state = state()
+        await run_sync(drop)
+        await run_sync(build)
+        sync_result = await run_sync(lambda: User.objects.filter(pk=9001).delete())
+        assert native_result == sync_result
+        assert native_result[1]["auth.User"] == 1
+        assert native_result[1]["auth.User_groups"] == 1
+        assert state() == native_state != before
+    finally:
+        await run_sync(drop)
