@@ -21,10 +21,7 @@ from channels.testing import WebsocketCommunicator
 from django.db.transaction import TransactionManagementError
 
 from async_db.test import communicators_in_test_context
-from tests.orm_fixtures import orm_tables
 from tests.ormapp.models import Note
-
-__all__ = ["orm_tables"]
 
 pytestmark = pytest.mark.usefixtures("orm_tables")
 

@@ -219,16 +219,18 @@ async def test_pgbouncer_restarted_mid_load(dsn: str, observer: Any) -> None:
     ):
 
         done: list[None] = []
+        flowing = asyncio.Event()  # ten queries went through PgBouncer
 
         async def query() -> None:
             async with h[ALIAS].cursor() as cursor:
                 await cursor.execute("SELECT pg_sleep(0.05)")
             done.append(None)
+            if len(done) >= 10:
+                flowing.set()
 
         load = [asyncio.create_task(query()) for _ in range(100)]
         async with asyncio.timeout(30):
-            while len(done) < 10:  # the load is flowing through PgBouncer
-                await asyncio.sleep(0.01)
+            await flowing.wait()
         await asyncio.to_thread(running.restart)
         results = await asyncio.gather(*load, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]

@@ -1,9 +1,3 @@
-"""ORM tests: the fixtures of tests/orm_fixtures.py.
-
-Imported rather than listed in ``pytest_plugins``: pytest only accepts
-``pytest_plugins`` in the root conftest.
-"""
-
-from tests.orm_fixtures import orm, orm_tables
-
-__all__ = ["orm", "orm_tables"]
+"""ORM tests: their fixtures (``orm``, ``orm_tables``) live in
+tests/orm_fixtures.py, a plugin of the root conftest, so that every module
+using them shares one session fixture."""
