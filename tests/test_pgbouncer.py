@@ -217,7 +217,6 @@ async def test_pgbouncer_restarted_mid_load(dsn: str, observer: Any) -> None:
             )
         ) as h,
     ):
-
         done: list[None] = []
         flowing = asyncio.Event()  # ten queries went through PgBouncer
 
