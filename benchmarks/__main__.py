@@ -35,6 +35,7 @@ from benchmarks import (
     latency,
     micro,
     orm,
+    orm_delete,
     transactions,
 )
 from benchmarks import http as http_bench
@@ -61,6 +62,7 @@ SCENARIOS: dict[str, Scenario] = {
     latency.NAME: latency.run,
     concurrency.NAME: concurrency.run,
     orm.NAME: orm.run,
+    orm_delete.NAME: orm_delete.run,
     transactions.NAME: transactions.run,
     fanout.NAME: fanout.run,
     http_bench.NAME: http_bench.run,

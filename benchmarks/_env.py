@@ -38,6 +38,9 @@ from async_db._embedded import settings_dict_from_dsn
 #: Unique per run: tables and application names of two runs never collide.
 RUN_TAG = secrets.token_hex(4)
 ITEMS_TABLE = f"bench_items_{RUN_TAG}"
+#: The cascade-delete tables (``benchmarks.orm_delete``): authors, their books.
+AUTHORS_TABLE = f"bench_authors_{RUN_TAG}"
+BOOKS_TABLE = f"bench_books_{RUN_TAG}"
 ROWS = 1000
 #: Every pool, ours and the references, has exactly this many connections.
 POOL_SIZE = 20

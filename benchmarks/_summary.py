@@ -174,6 +174,23 @@ def orm(data: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def orm_delete(data: Mapping[str, Any]) -> list[str]:
+    """Native cascade delete against Django's (``benchmarks.orm_delete``)."""
+    from benchmarks.orm_delete import DJANGO, NATIVE
+
+    if "latency" not in data or "throughput" not in data:
+        return []
+    lat, thr = data["latency"], data["throughput"]
+    native_1, django_1 = lat["contenders"][NATIVE], lat["contenders"][DJANGO]
+    return [
+        f"ORM cascade delete of an author with 20 books: native adelete() "
+        f"{thr['native_speed_vs_django']:.2f}x Django's adelete() throughput at "
+        f"K={thr['tasks']}; one task: {native_1['median_us']:.0f} us (p99 "
+        f"{native_1['p99_us']:.0f}) against {django_1['median_us']:.0f} us (p99 "
+        f"{django_1['p99_us']:.0f}), {lat['native_time_vs_django']:.2f}x the time."
+    ]
+
+
 def micro(result: ScenarioResult) -> list[str]:
     parts = []
     for comparison in result.comparisons:
@@ -265,6 +282,7 @@ def _data(fn: Callable[[Mapping[str, Any]], list[str]]) -> Callable[[Any], list[
 SENTENCES: dict[str, Callable[[Any], list[str]]] = {
     "concurrency": _data(concurrency),
     "orm": _data(orm),
+    "orm_delete": _data(orm_delete),
     "transactions": _data(transactions),
     "fanout": _data(fanout),
     "http": http,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.db import models
 
 from async_db.models import AsyncModel
-from benchmarks._env import ITEMS_TABLE
+from benchmarks._env import AUTHORS_TABLE, BOOKS_TABLE, ITEMS_TABLE
 
 
 class Item(models.Model):
@@ -41,3 +41,39 @@ class NativeItem(AsyncModel):
 
     def __str__(self) -> str:
         return str(self.name)
+
+
+class Author(models.Model):
+    """An author of the cascade-delete benchmark (``benchmarks.orm_delete``):
+    a plain Django model, deleted both by Django's ``adelete()`` and by
+    ``native(author).adelete()``."""
+
+    id: models.IntegerField[int, int] = models.IntegerField(primary_key=True)
+    name: models.TextField[str, str] = models.TextField()
+
+    class Meta:
+        app_label = "benchapp"
+        managed = False
+        db_table = AUTHORS_TABLE
+
+    def __str__(self) -> str:
+        return str(self.name)
+
+
+class Book(models.Model):
+    """A book of an :class:`Author`: ``on_delete=CASCADE``, so deleting an
+    author deletes their books (Django's collector, not the server)."""
+
+    id: models.IntegerField[int, int] = models.IntegerField(primary_key=True)
+    author: models.ForeignKey[Author, Author] = models.ForeignKey(
+        Author, on_delete=models.CASCADE
+    )
+    title: models.TextField[str, str] = models.TextField()
+
+    class Meta:
+        app_label = "benchapp"
+        managed = False
+        db_table = BOOKS_TABLE
+
+    def __str__(self) -> str:
+        return str(self.title)
