@@ -237,7 +237,21 @@ def http(result: Any) -> list[str]:
             f"; a view with no database serves {reference.rps.median / lookup:.2f}x "
             "the ORM lookup (Django's and uvicorn's own ceiling)"
         )
-    return [line + "."]
+    out = [line + "."]
+    auth = getattr(result, "auth", None)
+    if auth is not None:
+        from benchmarks.http._auth import DJANGO, NATIVE
+
+        out.append(
+            f"A view loading the session and the user and listing 10 books "
+            f"(select_related, prefetch_related) over HTTP ({auth.connections} "
+            f"connections): async-db's native request path serves "
+            f"{auth.ratio:.2f}x the requests/s of Django's async path "
+            f"({auth.rps(NATIVE):,.0f} against {auth.rps(DJANGO):,.0f}; p99 "
+            f"{auth.p99(NATIVE):.0f} against {auth.p99(DJANGO):.0f} ms; "
+            f"{auth.errors(NATIVE) + auth.errors(DJANGO)} errors)."
+        )
+    return out
 
 
 def deploy(result: Any) -> list[str]:

@@ -39,6 +39,8 @@ class LoadSpec:
     connections: int
     duration: float
     seed: int
+    #: Extra request headers (``"Cookie: sessionid=..."``), sent on every request.
+    headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ async def _run_python(spec: LoadSpec) -> LoadResult:
         str(spec.duration),
         "--seed",
         str(spec.seed),
+        *(arg for header in spec.headers for arg in ("--header", header)),
     )
     data = json.loads(out.strip().splitlines()[-1])
     return LoadResult(
@@ -156,13 +159,18 @@ def wrk_script(spec: LoadSpec) -> str:
     prefix, has_id, suffix = spec.path.partition("{id}")
     body = '""' if spec.method not in ("GET", "HEAD") else "nil"
     path = "prefix .. math.random(rows) .. suffix" if has_id else "prefix"
+    headers = ", ".join(
+        f"[{json.dumps(name.strip())}] = {json.dumps(value.strip())}"
+        for name, _, value in (header.partition(":") for header in spec.headers)
+    )
     return f"""
 math.randomseed({int(spec.seed)})
 local prefix, suffix, rows = {json.dumps(prefix)}, {json.dumps(suffix)}, {spec.rows}
 local method, body = {json.dumps(spec.method)}, {body}
+local headers = {{{headers}}}
 
 request = function()
-  return wrk.format(method, {path}, nil, body)
+  return wrk.format(method, {path}, headers, body)
 end
 
 done = function(summary, latency, requests)

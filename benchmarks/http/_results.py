@@ -13,10 +13,13 @@ import platform
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks._harness import Spread
 from benchmarks.http._loadgen import LoadResult
+
+if TYPE_CHECKING:
+    from benchmarks.http._auth import AuthResult
 
 #: Contender names: ours (raw SQL on async-db's cursor), our native ORM, and
 #: the baseline every ratio is taken against (Django's ORM, async path).
@@ -203,6 +206,9 @@ class HttpResult:
     #: Lines with ERROR or a traceback in the servers' logs.
     server_log_errors: dict[str, list[str]]
     seconds: float
+    #: The session + user + list view, native against Django's async path
+    #: (:mod:`benchmarks.http._auth`); None when it did not run.
+    auth: AuthResult | None = None
 
     @property
     def clean(self) -> bool:
@@ -215,6 +221,15 @@ class HttpResult:
             and self.leaked_backends == 0
             and all(code == 0 for code in self.server_exits.values())
             and not any(self.server_log_errors.values())
+            and (
+                self.auth is None
+                or (
+                    all(self.auth.errors(name) == 0 for name in self.auth.samples)
+                    and self.auth.leaked_backends == 0
+                    and all(code == 0 for code in self.auth.server_exits.values())
+                    and not any(self.auth.server_log_errors.values())
+                )
+            )
         )
 
     def header(self) -> str:
@@ -324,6 +339,10 @@ class HttpResult:
         parts = [self.header(), "", self.table(), "", self.health_line()]
         for name, lines in self.server_log_errors.items():
             parts.extend(f"  {name} log: {text}" for text in lines[:10])
+        if self.auth is not None:
+            parts.extend(["", self.auth.table()])
+            for name, lines in self.auth.server_log_errors.items():
+                parts.extend(f"  auth {name} log: {text}" for text in lines[:10])
         return "\n".join(parts) + "\n"
 
     def to_json(self, config: Any = None) -> dict[str, Any]:
@@ -352,4 +371,5 @@ class HttpResult:
             "server_exits": self.server_exits,
             "server_log_errors": self.server_log_errors,
             "seconds": self.seconds,
+            "session_user_list": None if self.auth is None else self.auth.to_json(),
         }

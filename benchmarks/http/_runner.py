@@ -542,6 +542,11 @@ async def run(dsn: str, config: Any = None) -> HttpResult:
                     await measure_all(observer, servers, cfg, tool, results)
                 app_names = [s.app_name for s in servers.values()]
                 leaked = await observer.wait_gone(app_names, within=10.0)
+                # Session + user + list (issue 12): two servers of their own,
+                # started once the first two have stopped.
+                from benchmarks.http import _auth
+
+                auth = await _auth.run(dsn, cfg, tool, observer, Path(tmp))
         finally:
             await observer.conn.execute(drop_statement(table).encode())
     settings = {
@@ -576,6 +581,7 @@ async def run(dsn: str, config: Any = None) -> HttpResult:
         server_exits={s.contender: s.exit_code for s in servers.values()},
         server_log_errors={s.contender: s.log_errors for s in servers.values()},
         seconds=time.perf_counter() - started,
+        auth=auth,
     )
 
 

@@ -79,8 +79,10 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]
     return status, keep_alive, body
 
 
-def request_bytes(method: str, path: str, host: str, port: int) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}"]
+def request_bytes(
+    method: str, path: str, host: str, port: int, headers: Sequence[str] = ()
+) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", *headers]
     if method not in ("GET", "HEAD"):
         lines.append("Content-Length: 0")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
@@ -108,7 +110,11 @@ async def worker(
             sent_ns = time.perf_counter_ns()
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
-                    writer.write(request_bytes(args.method, path, args.host, args.port))
+                    writer.write(
+                        request_bytes(
+                            args.method, path, args.host, args.port, args.header
+                        )
+                    )
                     status, keep_alive, _ = await read_response(reader)
             except TimeoutError:
                 tally.error("timeout")
@@ -179,6 +185,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="an extra request header, 'Name: value' (repeatable), e.g. a Cookie",
+    )
     return parser.parse_args(argv)
 
 
