@@ -452,10 +452,6 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
                 f"for client-side cursors."
             )
         if name:
-            # A WITH HOLD cursor outlives its transaction: the release closes
-            # it if the task didn't (see _return_to_pool).
-            if self._held_cursors is None:
-                self._held_cursors = []
             # In autocommit mode the cursor is used outside a transaction,
             # hence a holdable cursor (as Django).
             if self.settings_dict["OPTIONS"].get("server_side_binding") is True:
@@ -469,7 +465,13 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
                     scrollable=False,
                     withhold=connection.autocommit,
                 )
-            self._held_cursors.append(cursor)
+            if self._connection_pool is not None:
+                # A WITH HOLD cursor outlives its transaction: the release
+                # closes it if the task didn't (see _return_to_pool). Unpooled
+                # cursors end with their connection.
+                if self._held_cursors is None:
+                    self._held_cursors = []
+                self._held_cursors.append(cursor)
         else:
             cursor = connection.cursor()
         # Register the cursor time zone only if the connection disagrees, to
