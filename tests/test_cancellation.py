@@ -18,7 +18,13 @@ import pytest
 
 from async_db import async_atomic, async_connections, new_connections
 from async_db._storage import wait_released
-from tests.cancellation import PAIRS, run_cancelled_after_yields
+from tests.cancellation import (
+    PAIRS,
+    CancelInjector,
+    count_waits,
+    run_cancelled_after_yields,
+    run_cancelled_at,
+)
 from tests.fix_db import POOLED_APP_NAME, await_backends, our_backends
 
 YIELDS = [*range(1, 40), *range(40, 3000, 20)]
@@ -131,3 +137,69 @@ async def test_cancel_at_every_yield(
     else:
         pytest.fail(f"{name} never completed within {YIELDS[-1]} loop turns")
     assert delivered_any, f"{name}: no cancel point was reached"
+
+
+def chunked_scenario(alias: str, in_atomic: bool, opened: list[Any]) -> Any:
+    """A chunked read on ``alias`` that keeps each driver cursor in
+    ``opened``, so the test can check it was closed whatever the cancel hit."""
+
+    async def read() -> None:
+        async with async_connections[alias].chunked_cursor() as cursor:
+            await cursor.execute("SELECT g FROM generate_series(1, 300) g")
+            opened.append(cursor.cursor)
+            total = 0
+            while rows := await cursor.fetchmany(100):
+                total += len(rows)
+            assert total == 300
+
+    async def scenario(injector: CancelInjector) -> None:
+        await async_connections[alias].ensure_connection()
+        injector.arm()
+        if in_atomic:
+            async with async_atomic(using=alias):
+                await read()
+        else:
+            await read()
+
+    return scenario
+
+
+@pytest.mark.parametrize("alias", ["default", "pooled"])
+@pytest.mark.parametrize("in_atomic", [False, True], ids=["autocommit", "atomic"])
+async def test_server_side_cursor_cancelled_at_every_wait(
+    alias: str,
+    in_atomic: bool,
+    observer: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    global_pools: None,
+) -> None:
+    """Cancelled at any network wait, its CLOSE included, the driver cursor
+    ends closed (a cursor left open would raise ResourceWarning when
+    collected, long after: this asserts it where it happens), nothing stays
+    idle in transaction and the server holds no cursor of ours."""
+    opened: list[Any] = []
+    scenario = chunked_scenario(alias, in_atomic, opened)
+    injector = CancelInjector(monkeypatch)
+    points = await count_waits(injector, scenario)
+    assert points >= 4, f"only {points} waits counted"  # DECLARE, 3+ FETCH, CLOSE
+    for point in range(1, points + 1):
+        opened.clear()
+        raised = await run_cancelled_at(injector, scenario, point)
+        where = f"{alias!r} {'atomic' if in_atomic else 'autocommit'}, wait {point}"
+        PAIRS.append((f"chunked cursor ({alias})", point))
+        assert isinstance(raised, asyncio.CancelledError), f"{where}: {raised!r}"
+        assert all(cursor.closed for cursor in opened), where
+        await settled_pool()
+        states = [state for _, state in our_backends(observer)]
+        states += [state for _, state in our_backends(observer, POOLED_APP_NAME)]
+        assert not any("in transaction" in s for s in states), f"{where}: {states}"
+
+        async def server_cursors() -> int:
+            async with async_connections[alias].cursor() as cursor:
+                await cursor.execute("SELECT count(*) FROM pg_cursors")
+                row = await cursor.fetchone()
+                assert row is not None
+                return int(row[0])
+
+        # The next task on the alias works and finds no cursor left over.
+        assert await asyncio.create_task(server_cursors()) == 0, where

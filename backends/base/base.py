@@ -364,6 +364,18 @@ class BaseAsyncDatabaseWrapper:
             return self._make_cursor(None)
         return self._make_cursor(_next_cursor_name())
 
+    def abandon_cursor(self, cursor: Any) -> None:
+        """Mark a named driver ``cursor`` closed without I/O, after its
+        ``CLOSE`` was interrupted (cancelled, or failed on a broken
+        connection).
+
+        The server side is not lost: a cursor inside a transaction ends with
+        it; a holdable one ends with its connection, and a pooled checkout's
+        release runs ``CLOSE ALL``. Without this the driver object would warn
+        (``ResourceWarning``) when collected, for a cursor nothing can close
+        any more. Backends whose cursors need nothing here keep this no-op.
+        """
+
     def _make_cursor(self, name: str | None) -> AsyncCursorWrapper:
         return self._cursor_class()(self, name)
 

@@ -96,18 +96,29 @@ class AsyncCursorWrapper:
     async def _close_quietly(self, cursor: Any) -> None:
         # A named cursor closes on the server. Errors in cleanup code aren't
         # useful: don't let them replace the block's own exception.
-        try:  # noqa: SIM105 - no contextlib.suppress on a per-query path
+        try:
             await cursor.close()
         except self.db.Database.Error:
-            pass
+            self.db.abandon_cursor(cursor)
+        except BaseException:
+            # Cancelled mid-CLOSE: the driver cursor would stay open forever.
+            self.db.abandon_cursor(cursor)
+            raise
 
     async def close(self) -> None:
         cursor = self.cursor
-        if cursor is not None:
-            try:
-                await cursor.close()
-            except self.db.Database.Error as exc:
-                raise self.db.translate_error(exc) from exc
+        if cursor is None:
+            return
+        try:
+            await cursor.close()
+        except self.db.Database.Error as exc:
+            if self._name is not None:
+                self.db.abandon_cursor(cursor)
+            raise self.db.translate_error(exc) from exc
+        except BaseException:
+            if self._name is not None:
+                self.db.abandon_cursor(cursor)
+            raise
 
     # ##### Attributes #####
 

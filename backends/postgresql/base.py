@@ -297,6 +297,7 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
             status = connection.info.transaction_status
             for cursor in list(held or ()):
                 # Left open by the task: close it as psycopg would (CLOSE).
+                # Inside a transaction the rollback below ends it.
                 if not cursor.closed and status == TransactionStatus.IDLE:
                     await cursor.close()
             if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
@@ -314,10 +315,16 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
             elif held:
                 async with psycopg.AsyncClientCursor(connection) as cursor:
                     await cursor.execute("CLOSE ALL")
+            # Ended on the server by the rollback or CLOSE ALL: driver
+            # objects the task still references must not warn when collected.
+            for cursor in held or ():
+                self.abandon_cursor(cursor)
         # Cancellation included: a half-done rollback or reset leaves an
         # unknown state.
         except (Exception, asyncio.CancelledError) as exc:
             await connection.close()  # PQfinish: no I/O wait
+            for cursor in held or ():
+                self.abandon_cursor(cursor)
             if isinstance(exc, asyncio.CancelledError):
                 self.pools.discard(self.alias, connection)
                 raise
@@ -483,6 +490,13 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
         if self._cursor_tz_differs:
             register_tzloader(self.timezone, cursor)
         return cursor
+
+    def abandon_cursor(self, cursor: Any) -> None:
+        if not cursor.closed:
+            # psycopg's non-blocking part of close(): the cursor object is
+            # marked closed, nothing is sent (the server side ends with the
+            # transaction, the connection, or the release's CLOSE ALL).
+            cursor._close()
 
     def last_executed_query(self, cursor: Any, sql: str, params: Any) -> str | None:
         if self.settings_dict["OPTIONS"].get("server_side_binding") is True:
