@@ -9,7 +9,11 @@ included, is one of them. Each is Django's own class with:
 - a sync ``execute_sql()`` that never runs a query: it raises
   :class:`Deferred` carrying the compiler, so Django's sync code that ends in
   ``execute_sql()`` (``Query.get_aggregation``, ``has_results``) can be run up
-  to that point, and the caller executes the compiler asynchronously.
+  to that point, and the caller executes the compiler asynchronously;
+- for compilation that itself runs a query (``SQLUpdateCompiler``'s pre-select
+  of the rows a multi-table inheritance update touches), a replay: compile up
+  to the query, run it natively, compile again from the untouched query with
+  ``execute_sql()`` returning the rows already fetched.
 
 SQL, converters (``get_converters``/``apply_converters``) and
 ``results_iter(results=...)`` are Django's, unchanged.
@@ -17,6 +21,7 @@ SQL, converters (``get_converters``/``apply_converters``) and
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -60,6 +65,17 @@ class Deferred(BaseException):
         self.args = args
 
 
+#: Results of the queries a compilation ran, in order, returned by
+#: ``execute_sql()`` while it compiles again (see ``SQLUpdateCompiler``).
+_replayed: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "async_db_replayed", default=None
+)
+
+#: Queries one compilation may run before it is taken for a loop: Django's
+#: update pre-select is one.
+_MAX_REPLAYS = 8
+
+
 async def native_compiler(
     query: Any, conn: BaseAsyncDatabaseWrapper, elide_empty: bool = True
 ) -> Any:
@@ -82,20 +98,27 @@ class SQLCompiler(django_compiler.SQLCompiler):
         self.async_connection = conn
 
     def execute_sql(self, *args: Any, **kwargs: Any) -> Any:
+        replayed = _replayed.get()
+        if replayed:
+            # Compiling again: this query already ran natively.
+            return replayed.pop(0)
         raise Deferred(self, args + tuple(kwargs.values()))
 
     async def _anative_as_sql(self) -> Any:
         try:
             return await acompile(self.async_connection, self.as_sql)
         except Deferred as deferred:
-            # Compilation itself wanted to run a query (e.g. the pre-select of
-            # a multi-table-inheritance update): not native yet.
-            model = self.query.model
-            name = model._meta.label if model is not None else "a table"
+            # Compilation itself wanted to run a query, where Django's
+            # compiler is not known to be re-runnable (only the update's
+            # pre-select is replayed, below).
             raise NotSupportedError(
-                f"This query on {name} runs a query while it is compiled (a "
-                f"multi-table inheritance update): not native yet (issue 12)."
+                f"This query on {self._label()} runs a query while it is "
+                f"compiled ({type(self).__qualname__}): not native."
             ) from deferred
+
+    def _label(self) -> str:
+        model = self.query.model
+        return str(model._meta.label) if model is not None else "a table"
 
     async def aexecute_sql(
         self,
@@ -231,6 +254,43 @@ class SQLDeleteCompiler(SQLCompiler, django_compiler.SQLDeleteCompiler):
 
 
 class SQLUpdateCompiler(SQLCompiler, django_compiler.SQLUpdateCompiler):
+    async def _anative_as_sql(self) -> Any:
+        """Django's ``as_sql()``. An update of parent fields of a multi-table
+        inheritance child (``related_updates``) first selects the primary
+        keys of the rows it touches, inside ``pre_sql_setup()``; that select
+        runs natively on the same connection, then ``as_sql()`` runs again
+        from a copy of the untouched query with its rows replayed, so
+        ``query.related_ids`` (the parents' updates) are Django's own."""
+        query: Any = self.query  # django-stubs lacks related_updates
+        if not query.related_updates:
+            return await super()._anative_as_sql()
+        # acompile() compiles again after connecting (NeedsConnection), which
+        # pre_sql_setup()'s changes to the query would not survive: connect
+        # first. And pre_sql_setup() changes the query before it selects:
+        # keep a copy to compile again from.
+        await self.async_connection.ensure_connection()
+        original = query.clone()
+        elide_empty = getattr(self, "elide_empty", True)  # not in django-stubs
+        results: list[Any] = []
+        for _ in range(_MAX_REPLAYS):
+            token = _replayed.set(list(results))
+            try:
+                return await acompile(self.async_connection, self.as_sql)
+            except Deferred as exc:
+                deferred = exc
+            finally:
+                _replayed.reset(token)
+            inner: Any = deferred.compiler
+            results.append(await inner.aexecute_sql(*deferred.args))
+            # A fresh compiler state over a fresh copy, as Django would build.
+            django_compiler.SQLUpdateCompiler.__init__(
+                self, original.clone(), self.connection, self.using, elide_empty
+            )
+        raise NotSupportedError(
+            f"Compiling this update of {self._label()} ran more than "
+            f"{_MAX_REPLAYS} queries: not native."
+        )
+
     async def aexecute_sql(self, result_type: str | None) -> Any:  # type: ignore[override]
         """Async twin of ``SQLUpdateCompiler.execute_sql()``: the primary
         update's row count (or the first related update's)."""
