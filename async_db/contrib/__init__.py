@@ -1,3 +1,4 @@
 """Native async twins of ``django.contrib`` code on the request path: the
-session engine and middleware (:mod:`async_db.contrib.sessions`) and the
-login functions (:mod:`async_db.contrib.auth`). See ``docs/orm.rst``."""
+session engine and middleware (:mod:`async_db.contrib.sessions`), the
+login functions (:mod:`async_db.contrib.auth`), and the content type lookups
+(:mod:`async_db.contrib.contenttypes`). See ``docs/orm.rst``."""

@@ -63,6 +63,7 @@ from django.db.models.sql.constants import (
     ROW_COUNT,
 )
 
+from async_db.contrib.contenttypes import aget_for_model
 from async_db.models.query import native
 from async_db.models.signals import asend
 from async_db.models.sql.compile_connection import run_native
@@ -303,7 +304,7 @@ class Collector(_Collector):  # type: ignore[misc]
         objects) as an ``AsyncQuerySet``; a ``GenericRelation``'s content type
         is read natively first (Django's ``get_for_model()`` would query)."""
         if hasattr(field, "content_type_field_name"):
-            await _aget_for_model(
+            await aget_for_model(
                 field.model, self.using, for_concrete_model=field.for_concrete_model
             )
         try:
@@ -455,27 +456,6 @@ async def _aparent(obj: Any, ptr: Any) -> Any:
         remote_field.set_cached_value(rel_obj, obj)
     ptr.set_cached_value(obj, rel_obj)
     return rel_obj
-
-
-async def _aget_for_model(model: Any, using: str, for_concrete_model: bool) -> Any:
-    """Async twin of ``ContentType.objects.db_manager(using).get_for_model()``:
-    the cache first, then a native ``get``, then ``get_or_create``."""
-    from django.contrib.contenttypes.models import ContentType
-
-    manager: Any = ContentType.objects.db_manager(using)
-    opts = manager._get_opts(model, for_concrete_model)
-    try:
-        return manager._get_from_cache(opts)
-    except KeyError:
-        pass
-    try:
-        ct = await native(manager).aget(app_label=opts.app_label, model=opts.model_name)
-    except ContentType.DoesNotExist:
-        ct, _ = await native(manager).aget_or_create(
-            app_label=opts.app_label, model=opts.model_name
-        )
-    manager._add_to_cache(manager.db, ct)
-    return ct
 
 
 async def adelete_batch(query: Any, pk_list: list[Any], using: str) -> int:

@@ -74,10 +74,6 @@ def _connection(alias: str) -> BaseAsyncDatabaseWrapper:
     return async_connections[alias]
 
 
-def _not_native(what: str) -> NotSupportedError:
-    return NotSupportedError(f"{what} is not native yet (issue 12).")
-
-
 async def _arows(
     compiler: Any, results: Any, tuple_expected: bool = False
 ) -> AsyncGenerator[Any, None]:
@@ -278,19 +274,11 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
         aiter_: AsyncGenerator[Any, None] = iterable.__aiter__()
         return aiter_
 
-    def _check_no_prefetch(self) -> None:
-        """Before any query runs: a ``prefetch_related()`` lookup through a
-        generic relation is refused (``NotSupportedError``), as its
-        prefetcher may run sync queries; the others are native."""
-        for lookup in self._prefetch_related_lookups:
-            _check_prefetch_lookup(self.model, lookup)
-
     async def _afetch_all(self) -> None:
         """Async twin of ``QuerySet._fetch_all()``: the rows, then the
         ``prefetch_related()`` lookups (:func:`aprefetch_related_objects`),
         on the task's connection."""
         if self._result_cache is None:
-            self._check_no_prefetch()
             self._result_cache = [obj async for obj in self._native_iterable()]
         prefetch_done: bool = self._prefetch_done  # type: ignore[has-type]
         if self._prefetch_related_lookups and not prefetch_done:
@@ -319,7 +307,6 @@ class AsyncQuerySet(_QuerySet):  # type: ignore[misc]
         are yielded."""
         if chunk_size <= 0:
             raise ValueError("Chunk size must be strictly positive.")
-        self._check_no_prefetch()
         use_chunked_fetch = not _connection(self.db).settings_dict.get(
             "DISABLE_SERVER_SIDE_CURSORS"
         )
@@ -1175,41 +1162,6 @@ _normalize_prefetch_lookups: Any = django_query.normalize_prefetch_lookups
 _get_prefetcher: Any = django_query.get_prefetcher
 
 
-def _check_prefetch_lookup(model: Any, lookup: Any) -> None:
-    """Refuse, before any query runs, a ``prefetch_related()`` lookup whose
-    path crosses a generic relation (``GenericForeignKey``,
-    ``GenericRelation``): their prefetchers may run sync queries. The path
-    is followed through Django's relation descriptors on the model classes;
-    other attributes are resolved when the prefetch runs."""
-    from django.db.models.constants import LOOKUP_SEP
-    from django.db.models.fields import related_descriptors as descriptors
-
-    through = (
-        lookup.prefetch_through if isinstance(lookup, django_query.Prefetch) else lookup
-    )
-    current = model
-    for part in through.split(LOOKUP_SEP):
-        descriptor = getattr(current, part, None)
-        if descriptor is None:
-            return
-        if type(descriptor).__module__ == "django.contrib.contenttypes.fields":
-            raise _not_native(
-                f"prefetch_related({through!r}) on {model.__qualname__} "
-                f"querysets (through the generic relation {part!r})"
-            )
-        if isinstance(descriptor, descriptors.ManyToManyDescriptor):
-            rel = descriptor.rel
-            current = rel.related_model if descriptor.reverse else rel.model
-        elif isinstance(descriptor, descriptors.ReverseManyToOneDescriptor):
-            current = descriptor.rel.related_model
-        elif isinstance(descriptor, descriptors.ForwardManyToOneDescriptor):
-            current = descriptor.field.remote_field.model
-        elif isinstance(descriptor, descriptors.ReverseOneToOneDescriptor):
-            current = descriptor.related.related_model
-        else:
-            return
-
-
 async def aprefetch_related_objects(
     model_instances: Any, *related_lookups: Any
 ) -> None:
@@ -1223,6 +1175,8 @@ async def aprefetch_related_objects(
     :func:`_aprefetch_one_level`). Fills exactly Django's caches:
     ``_prefetched_objects_cache``, ``to_attr`` lists and ``fields_cache``."""
     from django.db.models.constants import LOOKUP_SEP
+
+    from async_db.models.fields.related_descriptors import awarm_content_types
 
     if not model_instances:
         return  # nothing to do
@@ -1290,6 +1244,11 @@ async def aprefetch_related_objects(
             # of prefetch_related), so what applies to first object applies to all.
             first_obj = obj_list[0]
             to_attr = lookup.get_current_to_attr(level)[0]
+            # A GenericRelation's manager looks its content type up when it
+            # is built (here and when the caches are set): read it natively.
+            await awarm_content_types(
+                getattr(first_obj.__class__, through_attr, None), obj_list
+            )
             prefetcher, descriptor, attr_found, is_fetched = _get_prefetcher(
                 first_obj, through_attr, to_attr
             )

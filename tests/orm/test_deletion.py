@@ -550,9 +550,9 @@ async def test_content_type_is_read_natively(
             },
         )
         collector = Collector(using="default")
-        from async_db.models.deletion import _aget_for_model
+        from async_db.contrib.contenttypes import aget_for_model
 
-        ct = await _aget_for_model(DelOwner, "default", for_concrete_model=True)
+        ct = await aget_for_model(DelOwner, "default", for_concrete_model=True)
     assert counter.opened == []
     assert (ct.app_label, ct.model) == ("ormapp", "delowner")
     assert ContentType.objects.get_for_model(DelOwner) == ct  # cached: no query

@@ -21,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from async_db import async_atomic, async_connections
 from async_db.models import aprefetch_related_objects, native
 from async_db.test import isolated
-from tests.orm_parity import native_and_sync, normal
+from tests.orm_parity import SyncConnectionCounter, native_and_sync, normal, run_sync
 from tests.ormapp.models import (
     Author,
     Book,
@@ -93,10 +93,13 @@ def rel_rows(orm_tables: None) -> Iterator[None]:
         user = User.objects.create(username="prefetch-user")
         user.groups.add(group)
         shelf_type = ContentType.objects.get_for_model(RelShelf)
+        volume_type = ContentType.objects.get_for_model(RelVolume)
         RelNote.objects.bulk_create(
             [
                 RelNote(text="n1", content_type=shelf_type, object_id=s1.pk),
                 RelNote(text="n2", content_type=shelf_type, object_id=s2.pk),
+                # A second content type: one query per type.
+                RelNote(text="n3", content_type=volume_type, object_id=v1.pk),
             ]
         )
     finally:
@@ -333,7 +336,57 @@ LOOKUPS: dict[str, tuple[Callable[[], QuerySet[Any]], int]] = {
         lambda: RelShelf.objects.prefetch_related("volumes__chapters__volume__cover"),
         4,
     ),
+    # Generic relations (contrib.contenttypes); content types cached, as in a
+    # warm process (the cold cache: test_generic_prefetch_with_a_cold_cache).
+    "generic_relation": (lambda: RelShelf.objects.prefetch_related("notes"), 2),
+    "generic_relation_nested": (
+        lambda: RelVolume.objects.order_by("title").prefetch_related("shelf__notes"),
+        3,
+    ),
+    "generic_relation_prefetch_to_attr": (
+        lambda: RelShelf.objects.prefetch_related(
+            Prefetch("notes", queryset=RelNote.objects.filter(text="n1"), to_attr="n")
+        ),
+        2,
+    ),
+    "generic_foreign_key": (  # two content types: one query each
+        lambda: RelNote.objects.order_by("text").prefetch_related("content_object"),
+        3,
+    ),
+    "generic_foreign_key_nested": (
+        lambda: (
+            RelNote.objects.filter(text__in=["n1", "n2"])
+            .order_by("text")
+            .prefetch_related("content_object__notes")
+        ),
+        3,
+    ),
+    "generic_prefetch": (
+        lambda: RelNote.objects.order_by("text").prefetch_related(_generic_prefetch()),
+        3,
+    ),
 }
+
+
+def _generic_prefetch() -> Any:
+    from django.contrib.contenttypes.prefetch import GenericPrefetch
+
+    return GenericPrefetch(
+        "content_object",
+        [RelShelf.objects.filter(name="pS1"), RelVolume.objects.all()],
+    )
+
+
+@pytest.fixture(autouse=True)
+def warm_content_types() -> None:
+    """Both sides find the content types cached (the sync side would find
+    them cached by the native side otherwise, and run fewer queries)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    try:
+        ContentType.objects.get_for_models(RelShelf, RelVolume, RelNote)
+    finally:
+        connections.close_all()
 
 
 @pytest.mark.parametrize("name", list(LOOKUPS))
@@ -516,3 +569,38 @@ async def test_prefetch_through_a_custom_prefetcher_is_refused() -> None:
 
     with pytest.raises(NotSupportedError, match=r"Prefetcher.*is not native"):
         await aget_prefetch_querysets(Prefetcher(), [object()])
+
+
+async def test_generic_prefetch_with_a_cold_cache() -> None:
+    """With Django's content type cache empty, the prefetches through a
+    GenericForeignKey (two content types) and a GenericRelation read the
+    content types natively (no sync connection: a sync lookup would raise
+    SynchronousOnlyOperation) and fill Django's cache, and give the caches
+    the sync ORM gives."""
+    from django.contrib.contenttypes.models import ContentType
+
+    def cold_notes() -> Any:
+        ContentType.objects.clear_cache()
+        return RelNote.objects.order_by("text").prefetch_related("content_object")
+
+    def cold_shelves() -> Any:
+        ContentType.objects.clear_cache()
+        return RelShelf.objects.prefetch_related("notes")
+
+    conn = async_connections["default"]
+    for make in (cold_notes, cold_shelves):
+        conn.force_debug_cursor = True
+        start = len(conn.queries_log)
+        try:
+            with SyncConnectionCounter() as counter:
+                objs = [obj async for obj in make()]
+        finally:
+            conn.force_debug_cursor = False
+        assert counter.opened == []
+        statements = [q["sql"] for q in list(conn.queries_log)[start:]]
+        assert any("django_content_type" in s for s in statements), statements
+        assert ("ormapp", "relshelf") in ContentType.objects._cache["default"]
+        sync_objs = await run_sync(lambda make=make: list(make()))
+        assert pnormal(objs) == pnormal(sync_objs)
+    notes = [n async for n in cold_notes()]
+    assert [type(n.content_object) for n in notes] == [RelShelf, RelShelf, RelVolume]

@@ -118,7 +118,8 @@ class RelMembership(AsyncModel):
 
 
 class RelNote(AsyncModel):
-    """A generic foreign key: its prefetch and related writes are refused."""
+    """A generic foreign key: its prefetch is native, the GenericRelation's
+    async writes are refused."""
 
     text = models.CharField(max_length=50)
     content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)

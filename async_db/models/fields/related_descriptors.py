@@ -42,6 +42,7 @@ __all__ = [
     "RelatedManagerTwins",
     "afetch_all",
     "aget_prefetch_querysets",
+    "awarm_content_types",
     "install_related_twins",
 ]
 
@@ -49,6 +50,8 @@ DJANGO_MODULE = "django.db.models.fields.related_descriptors"
 #: ``__qualname__`` of the classes Django's factories build.
 REVERSE_MANY_TO_ONE = "create_reverse_many_to_one_manager.<locals>.RelatedManager"
 MANY_TO_MANY = "create_forward_many_to_many_manager.<locals>.ManyRelatedManager"
+CONTENTTYPES_MODULE = "django.contrib.contenttypes.fields"
+GENERIC_RELATED = "create_generic_related_manager.<locals>.GenericRelatedObjectManager"
 
 
 def _django_class(manager: Any, qualname: str) -> type:
@@ -681,9 +684,18 @@ async def aget_prefetch_querysets(
     forward one-to-one and reverse one-to-one prefetchers also iterate the
     queryset to set the reverse caches: the queryset is built by Django's
     code, evaluated natively here, and the caches are set by Django's loops.
-    Other prefetchers (``GenericForeignKey``, ``GenericRelation``, your own)
-    raise ``NotSupportedError``: their ``get_prefetch_querysets()`` may run
-    sync queries."""
+    A ``GenericRelation``'s manager is called as is once its content types
+    are cached (:func:`awarm_content_types`); a ``GenericForeignKey``'s is
+    its async twin, one native query per content type. Other prefetchers
+    (your own) raise ``NotSupportedError``: their
+    ``get_prefetch_querysets()`` may run sync queries."""
+    klass = type(prefetcher)
+    if klass.__module__ == CONTENTTYPES_MODULE and (
+        klass.__qualname__ == "GenericForeignKey"
+    ):
+        # Before the length check: GenericPrefetch gives one queryset per
+        # content type.
+        return await _ageneric_foreign_key_querysets(prefetcher, instances, querysets)
     if querysets and len(querysets) != 1:
         raise ValueError(
             "querysets argument of get_prefetch_querysets() should have a length of 1."
@@ -716,7 +728,6 @@ async def aget_prefetch_querysets(
             instance = instances_dict[rel_obj_attr(rel_obj)]
             prefetcher.related.field.set_cached_value(rel_obj, instance)
         return result
-    klass = type(prefetcher)
     qualnames = {k.__qualname__ for k in klass.__mro__ if k.__module__ == DJANGO_MODULE}
     if REVERSE_MANY_TO_ONE in qualnames:
         result = await _abuild_and_evaluate(
@@ -737,6 +748,14 @@ async def aget_prefetch_querysets(
         return result
     if MANY_TO_MANY in qualnames:
         return tuple(prefetcher.get_prefetch_querysets(instances, querysets))
+    if any(
+        k.__module__ == CONTENTTYPES_MODULE and k.__qualname__ == GENERIC_RELATED
+        for k in klass.__mro__
+    ):
+        # A GenericRelation's manager: Django's method does no I/O once the
+        # instances' content types are cached (awarm_content_types(), called
+        # before the manager was built), and returns the queryset unevaluated.
+        return tuple(prefetcher.get_prefetch_querysets(instances, querysets))
     what = (
         type(prefetcher).__qualname__
         if not isinstance(prefetcher, (Model, QuerySet))
@@ -744,7 +763,99 @@ async def aget_prefetch_querysets(
     )
     raise NotSupportedError(
         f"prefetch_related() through {what} ({klass.__module__}) is not native: "
-        f"async-db evaluates the prefetches of Django's foreign key, one-to-one "
-        f"and many-to-many relations only; its get_prefetch_querysets() could "
-        f"run sync queries."
+        f"async-db evaluates the prefetches of Django's foreign key, one-to-one, "
+        f"many-to-many and generic relations only; its get_prefetch_querysets() "
+        f"could run sync queries."
+    )
+
+
+async def awarm_content_types(descriptor: Any, instances: list[Any]) -> None:
+    """Before Django builds a ``GenericRelation``'s manager on ``instances``
+    (``get_prefetcher()``, the prefetch caches): read the content type of
+    each instance's model natively into Django's cache, since the manager's
+    ``__init__`` looks it up (a sync query on a miss). Other descriptors:
+    nothing to do."""
+    if type(descriptor).__qualname__ != "ReverseGenericManyToOneDescriptor" or (
+        type(descriptor).__module__ != CONTENTTYPES_MODULE
+    ):
+        return
+    from async_db.contrib.contenttypes import aget_for_model
+
+    field = descriptor.field
+    for model, db in {(type(obj), obj._state.db) for obj in instances}:
+        await aget_for_model(model, db, for_concrete_model=field.for_concrete_model)
+
+
+async def _ageneric_foreign_key_querysets(
+    gfk: Any, instances: list[Any], querysets: Any
+) -> tuple[Any, ...]:
+    """Async twin of ``GenericForeignKey.get_prefetch_querysets()``: Django's
+    grouping by content type, one query per content type evaluated natively,
+    the content types read natively into Django's cache (its ``gfk_key``
+    and ``__set__`` look them up afterwards, without I/O)."""
+    from collections import defaultdict
+
+    from async_db.contrib.contenttypes import aget_for_id, aget_for_model
+
+    custom_queryset_dict = {}
+    if querysets is not None:
+        for queryset in querysets:
+            ct = await aget_for_model(
+                queryset.query.model,
+                queryset.db,
+                for_concrete_model=gfk.for_concrete_model,
+            )
+            if ct.pk in custom_queryset_dict:
+                raise ValueError("Only one queryset is allowed for each content type.")
+            custom_queryset_dict[ct.pk] = queryset
+
+    # For efficiency, group the instances by content type and then do one
+    # query per model
+    fk_dict: defaultdict[Any, set[Any]] = defaultdict(set)
+    # We need one instance for each group in order to get the right db:
+    instance_dict = {}
+    ct_attname = gfk.model._meta.get_field(gfk.ct_field).attname
+    for instance in instances:
+        # We avoid looking for values if either ct_id or fkey value is None
+        ct_id = getattr(instance, ct_attname)
+        if ct_id is not None:
+            fk_val = getattr(instance, gfk.fk_field)
+            if fk_val is not None:
+                fk_dict[ct_id].add(fk_val)
+                instance_dict[ct_id] = instance
+                # gfk_key() looks it up with each instance's db.
+                await aget_for_id(ct_id, instance._state.db)
+
+    ret_val: list[Any] = []
+    for ct_id, fkeys in fk_dict.items():
+        if ct_id in custom_queryset_dict:
+            # Return values from the custom queryset, if provided.
+            queryset = custom_queryset_dict[ct_id].filter(pk__in=fkeys)
+        else:
+            instance = instance_dict[ct_id]
+            ct = await aget_for_id(ct_id, instance._state.db)
+            queryset = ct.get_all_objects_for_this_type(pk__in=fkeys)
+        await afetch_all(queryset)
+        ret_val.extend(queryset)
+    # The prefetch sets each instance's GenericForeignKey (its __set__ looks
+    # the value's content type up).
+    for model, db in {(type(obj), obj._state.db) for obj in ret_val}:
+        await aget_for_model(model, db, for_concrete_model=gfk.for_concrete_model)
+
+    # For doing the join in Python, we have to match both the FK val and the
+    # content type, so we use a callable that returns a (fk, class) pair.
+    def gfk_key(obj: Any) -> Any:
+        ct_id = getattr(obj, ct_attname)
+        if ct_id is None:
+            return None
+        model = gfk.get_content_type(id=ct_id, using=obj._state.db).model_class()
+        return (model._meta.pk.get_prep_value(getattr(obj, gfk.fk_field)), model)
+
+    return (
+        ret_val,
+        lambda obj: (obj.pk, obj.__class__),
+        gfk_key,
+        True,
+        gfk.name,
+        False,
     )
