@@ -17,8 +17,10 @@ task's async connection without any change to their code:
   (``async_db.models.base.asave_instance`` & co.: a model overriding
   ``save()``/``delete()``/``refresh_from_db()`` without an async twin is
   refused with ``NotSupportedError``, as ``native(instance)`` is);
-- the related managers Django builds (``create_reverse_many_to_one_manager``
-  and ``create_forward_many_to_many_manager``): their async writes, through
+- the related managers Django builds (``create_reverse_many_to_one_manager``,
+  ``create_forward_many_to_many_manager`` and, with
+  ``django.contrib.contenttypes`` installed, its
+  ``create_generic_related_manager``): their async writes, through
   :func:`async_db.models.fields.related_descriptors.install_related_twins`
   (their reads are queryset methods, native already); the related managers
   already built are rebuilt;
@@ -171,6 +173,16 @@ def _patch_related_managers() -> None:
             related_descriptors,
             name,
             _with_related_twins(getattr(related_descriptors, name)),
+        )
+    from django.apps import apps
+
+    if apps.is_installed("django.contrib.contenttypes"):
+        from django.contrib.contenttypes import fields as generic
+
+        _swap(
+            generic,
+            "create_generic_related_manager",
+            _with_related_twins(generic.create_generic_related_manager),
         )
     _forget_related_manager_classes()
 

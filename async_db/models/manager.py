@@ -36,7 +36,7 @@ def _refuse_related(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
     async def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise NotSupportedError(
             f"{name}() of a related manager of {self.model._meta.label} is not "
-            f"native yet (issue 12); Django's would run the sync ORM in a thread, "
+            f"native; Django's would run the sync ORM in a thread, "
             f"outside the task's transaction. Use the model's own manager, e.g. "
             f"{self.model.__name__}.objects.acreate(...)."
         )
@@ -59,8 +59,9 @@ class AsyncManager(BaseManager.from_queryset(AsyncQuerySet)):  # type: ignore[mi
         (they filter an ``AsyncQuerySet``). Their async writes, which Django
         runs through ``sync_to_async``, are replaced: by the native twins of
         ``async_db.models.fields.related_descriptors`` for reverse foreign
-        keys and many-to-many relations; by ``NotSupportedError`` (instead of
-        silently leaving the task's connection) for generic relations."""
+        keys, many-to-many and generic relations; by ``NotSupportedError``
+        (instead of silently leaving the task's connection) for a related
+        manager class those factories' twins don't know."""
         super().__init_subclass__(**kwargs)
         if cls.__module__ in _RELATED_MANAGER_MODULES:
             if install_related_twins(cls):

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.contrib.contenttypes import fields as generic_fields
 from django.contrib.contenttypes.models import ContentType
 from django.db import NotSupportedError
 from django.db.models import Model, QuerySet
@@ -70,6 +71,7 @@ def snapshot() -> dict[str, Any]:
         "factories": (
             related_descriptors.create_reverse_many_to_one_manager,
             related_descriptors.create_forward_many_to_many_manager,
+            generic_fields.create_generic_related_manager,
         ),
         "aprefetch": (
             django_query.aprefetch_related_objects,
@@ -138,6 +140,29 @@ def test_patch_swaps_djangos_async_methods_and_unpatch_restores_them(
     )
     _native_orm.patch()  # idempotent
     assert vars(QuerySet)["aget"] is vars(AsyncQuerySet)["aget"]
+
+
+def test_generic_related_managers_get_the_native_writes_with_the_opt_in() -> None:
+    """contenttypes' factory builds classes with the native async writes
+    under the opt-in, and Django's own without it."""
+    from async_db.models.fields.related_descriptors import (
+        GenericRelatedManagerTwins,
+    )
+    from tests.ormapp.models import RelShelf
+
+    def build() -> Any:
+        factory = generic_fields.create_generic_related_manager
+        return factory(type(Group.objects), RelShelf.notes.rel)
+
+    assert build().aadd.__module__ == "django.contrib.contenttypes.fields"
+    _native_orm.patch()
+    try:
+        built = build()
+        for name in ("aadd", "aremove", "aclear", "aset", "acreate"):
+            assert getattr(built, name) is vars(GenericRelatedManagerTwins)[name]
+    finally:
+        _native_orm.unpatch()
+    assert build().aadd.__module__ == "django.contrib.contenttypes.fields"
 
 
 @pytest.mark.usefixtures("opted_in", "no_sync_connection")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import SynchronousOnlyOperation
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Model, QuerySet
 from django.db.models.signals import m2m_changed
 from django.test.utils import CaptureQueriesContext
@@ -64,6 +64,13 @@ class QS:
     build: Callable[[], QuerySet[Any]]
 
 
+@dataclass(frozen=True)
+class CT:
+    """The content type of ``model`` (Django's cache: warmed by a fixture)."""
+
+    model: type[Model]
+
+
 #: (name, model, field values); ``Ref`` values are resolved.
 SETUP: list[tuple[str, type[Model], dict[str, Any]]] = [
     ("S1", RelShelf, {"name": "S1"}),
@@ -85,6 +92,21 @@ SETUP: list[tuple[str, type[Model], dict[str, Any]]] = [
     ("P3", RelPerson, {"name": "P3"}),
     ("K1", RelClub, {"name": "K1"}),
     ("M1", RelMembership, {"person": Ref("P1"), "club": Ref("K1"), "role": "chair"}),
+    (
+        "N1",
+        RelNote,
+        {"text": "N1", "content_type": CT(RelShelf), "object_id": Ref("S1", pk=True)},
+    ),
+    (
+        "N2",
+        RelNote,
+        {"text": "N2", "content_type": CT(RelShelf), "object_id": Ref("S1", pk=True)},
+    ),
+    (
+        "N3",
+        RelNote,
+        {"text": "N3", "content_type": CT(RelShelf), "object_id": Ref("S2", pk=True)},
+    ),
 ]
 
 #: The rows compared after each scenario (built on each side).
@@ -102,6 +124,12 @@ SNAPSHOT: list[Callable[[], QuerySet[Any]]] = [
     lambda: RelMembership.objects.order_by("person__name", "club__name").values_list(
         "person__name", "club__name", "role"
     ),
+    lambda: RelNote.objects.order_by("text").values_list("text", flat=True),
+    lambda: (
+        RelShelf.objects.filter(notes__isnull=False)
+        .order_by("name", "notes__text")
+        .values_list("name", "notes__text")
+    ),
 ]
 
 #: Models whose pks appear in ``pk_set``: pk -> name after the run.
@@ -109,7 +137,10 @@ NAMED = [RelShelf, RelVolume, RelTag, RelArticle, RelPerson, RelClub]
 
 
 def _name(obj: Any) -> str:
-    return str(getattr(obj, "name", None) or getattr(obj, "title", None) or obj)
+    for attr in ("name", "title", "text"):
+        if value := getattr(obj, attr, None):
+            return str(value)
+    return str(obj)
 
 
 def _resolve(value: Any, objs: dict[str, Any]) -> Any:
@@ -118,6 +149,10 @@ def _resolve(value: Any, objs: dict[str, Any]) -> Any:
         return obj.pk if value.pk else obj
     if isinstance(value, QS):
         return value.build()
+    if isinstance(value, CT):
+        from django.contrib.contenttypes.models import ContentType
+
+        return ContentType.objects.get_for_model(value.model)
     if isinstance(value, (list, tuple)):
         return type(value)(_resolve(v, objs) for v in value)
     if isinstance(value, dict):
@@ -279,6 +314,18 @@ def _no_log_connected() -> Iterator[None]:
     assert not m2m_changed.has_listeners(RelArticle.tags.through)
 
 
+@pytest.fixture(autouse=True)
+def _content_types_cached(orm: None) -> None:
+    """Building a generic relation's manager looks its content type up (a
+    sync query on a miss, in Django too): both sides find it cached."""
+    from django.contrib.contenttypes.models import ContentType
+
+    try:
+        ContentType.objects.get_for_models(RelShelf, RelNote)
+    finally:
+        connections.close_all()
+
+
 # ##### Reverse foreign key managers #####
 
 NULLABLE_FK_SCENARIOS: dict[str, list[Step]] = {
@@ -361,6 +408,65 @@ NON_NULL_FK_SCENARIOS: dict[str, list[Step]] = {
 @pytest.mark.parametrize("name", list(NON_NULL_FK_SCENARIOS))
 async def test_non_null_reverse_fk_manager_parity(name: str) -> None:
     await scenario(NON_NULL_FK_SCENARIOS[name])
+
+
+# ##### Generic relation managers (contrib.contenttypes) #####
+
+GENERIC_SCENARIOS: dict[str, list[Step]] = {
+    "add_bulk": [("S1", "notes", "add", (Ref("N3"),), {})],
+    "add_not_bulk": [("S1", "notes", "add", (Ref("N3"),), {"bulk": False})],
+    "add_wrong_type": [("S1", "notes", "add", (Ref("T1"),), {})],
+    "remove_bulk": [("S1", "notes", "remove", (Ref("N1"),), {})],
+    "remove_not_bulk": [
+        ("S1", "notes", "remove", (Ref("N1"), Ref("N2")), {"bulk": False})
+    ],
+    "remove_nothing": [("S1", "notes", "remove", (), {})],
+    "clear_bulk": [("S1", "notes", "clear", (), {})],
+    "clear_not_bulk": [("S1", "notes", "clear", (), {"bulk": False})],
+    "set": [("S1", "notes", "set", ([Ref("N2"), Ref("N3")],), {})],
+    "set_clear": [("S1", "notes", "set", ([Ref("N2"), Ref("N3")],), {"clear": True})],
+    "set_queryset": [
+        (
+            "S2",
+            "notes",
+            "set",
+            (QS(lambda: RelNote.objects.filter(text__in=["N1", "N3"])),),
+            {},
+        )
+    ],
+    "create_get_or_create_update_or_create": [
+        ("S2", "notes", "create", (), {"text": "N9"}),
+        ("S2", "notes", "get_or_create", (), {"text": "N3"}),
+        ("S2", "notes", "get_or_create", (), {"text": "N8"}),
+        (
+            "S1",
+            "notes",
+            "update_or_create",
+            (),
+            {"text": "N1", "defaults": {"text": "N1b"}},
+        ),
+        ("S1", "notes", "update_or_create", (), {"text": "N7"}),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(GENERIC_SCENARIOS))
+async def test_generic_relation_manager_parity(name: str) -> None:
+    out = await scenario(GENERIC_SCENARIOS[name])
+    shelves = out["rows"][-1]
+    if name == "add_bulk":
+        assert _step_verbs(out) == ["UPDATE"]
+        assert ("S1", "N3") in shelves and ("S2", "N3") not in shelves
+    if name == "add_wrong_type":
+        assert out["results"][0][:2] == ("raised", "TypeError")
+    if name == "clear_bulk":
+        assert [n for s, n in shelves if s == "S1"] == []
+        assert out["rows"][-2] == ["N3"]  # a generic relation deletes
+    if name == "create_get_or_create_update_or_create":
+        created, got, new, updated, made = out["results"]
+        assert created == ("obj", "ormapp.RelNote", "N9", False)
+        assert (got[1], new[1], updated[1], made[1]) == (False, True, False, True)
+        assert ("S1", "N1b") in shelves and ("S2", "N9") in shelves
 
 
 @isolated()

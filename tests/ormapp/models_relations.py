@@ -118,8 +118,7 @@ class RelMembership(AsyncModel):
 
 
 class RelNote(AsyncModel):
-    """A generic foreign key: its prefetch is native, the GenericRelation's
-    async writes are refused."""
+    """A generic foreign key (and ``RelShelf.notes``, its GenericRelation)."""
 
     text = models.CharField(max_length=50)
     content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)

@@ -38,6 +38,7 @@ from async_db.models.signals import asend
 from async_db.transaction import async_atomic
 
 __all__ = [
+    "GenericRelatedManagerTwins",
     "ManyRelatedManagerTwins",
     "RelatedManagerTwins",
     "afetch_all",
@@ -52,13 +53,15 @@ REVERSE_MANY_TO_ONE = "create_reverse_many_to_one_manager.<locals>.RelatedManage
 MANY_TO_MANY = "create_forward_many_to_many_manager.<locals>.ManyRelatedManager"
 CONTENTTYPES_MODULE = "django.contrib.contenttypes.fields"
 GENERIC_RELATED = "create_generic_related_manager.<locals>.GenericRelatedObjectManager"
+#: The modules whose factories build the related manager classes.
+_FACTORY_MODULES = frozenset({DJANGO_MODULE, CONTENTTYPES_MODULE})
 
 
 def _django_class(manager: Any, qualname: str) -> type:
     """The class Django's factory built, in ``manager``'s MRO (the
     ``RelatedManager`` of Django's ``super(RelatedManager, ...)``)."""
     for klass in type(manager).__mro__:
-        if klass.__module__ == DJANGO_MODULE and klass.__qualname__ == qualname:
+        if klass.__module__ in _FACTORY_MODULES and klass.__qualname__ == qualname:
             return klass
     raise TypeError(f"{type(manager).__qualname__} is not a {qualname}.")
 
@@ -587,6 +590,153 @@ class ManyRelatedManagerTwins:
 
 #: Django's public async writes each twin class replaces; ``aremove`` and
 #: ``aclear`` of a reverse foreign key exist only where Django defines them.
+class GenericRelatedManagerTwins:
+    """Async twins of the writes of ``contenttypes``'
+    ``create_generic_related_manager()``'s ``GenericRelatedObjectManager``
+    (``shelf.notes`` for a ``GenericRelation``). Building the manager looks
+    its content type up (Django's cache, a sync query on a miss, as in
+    Django): read it first with
+    :func:`async_db.contrib.contenttypes.aget_for_model` in async code."""
+
+    async def aadd(self: Any, *objs: Any, bulk: bool = True) -> None:
+        """Async twin of ``GenericRelatedObjectManager.add()``: ``bulk=True``
+        is one native ``UPDATE`` of the base manager's rows; ``bulk=False``
+        saves each object natively, inside ``async_atomic(savepoint=False)``."""
+        self._remove_prefetched_objects()
+        db = router.db_for_write(self.model, instance=self.instance)
+
+        def check_and_update_obj(obj: Any) -> None:
+            if not isinstance(obj, self.model):
+                raise TypeError(
+                    f"'{self.model._meta.object_name}' instance expected, got {obj!r}"
+                )
+            setattr(obj, self.content_type_field_name, self.content_type)
+            setattr(obj, self.object_id_field_name, self.pk_val)
+
+        if bulk:
+            pks = []
+            for obj in objs:
+                if obj._state.adding or obj._state.db != db:
+                    raise ValueError(
+                        f"{obj!r} instance isn't saved. Use bulk=False or save "
+                        "the object first."
+                    )
+                check_and_update_obj(obj)
+                pks.append(obj.pk)
+
+            await native(self.model._base_manager.using(db).filter(pk__in=pks)).aupdate(
+                **{
+                    self.content_type_field_name: self.content_type,
+                    self.object_id_field_name: self.pk_val,
+                }
+            )
+        else:
+            from async_db.models.base import asave_instance
+
+            async with async_atomic(using=db, savepoint=False):
+                for obj in objs:
+                    check_and_update_obj(obj)
+                    await asave_instance(obj)
+
+    aadd.alters_data = True  # type: ignore[attr-defined]
+
+    async def aremove(self: Any, *objs: Any, bulk: bool = True) -> None:
+        """Async twin of ``GenericRelatedObjectManager.remove()``: the
+        objects are deleted (a generic relation has no null to set)."""
+        if not objs:
+            return
+        await self._aclear(self.filter(pk__in=[o.pk for o in objs]), bulk)
+
+    aremove.alters_data = True  # type: ignore[attr-defined]
+
+    async def aclear(self: Any, *, bulk: bool = True) -> None:
+        """Async twin of ``GenericRelatedObjectManager.clear()``."""
+        await self._aclear(self, bulk)
+
+    aclear.alters_data = True  # type: ignore[attr-defined]
+
+    async def _aclear(self: Any, queryset: Any, bulk: bool) -> None:
+        """Async twin of ``GenericRelatedObjectManager._clear()``: a native
+        ``adelete()`` of the queryset (its own block, with the delete
+        signals), or each object's native ``adelete()``."""
+        self._remove_prefetched_objects()
+        db = router.db_for_write(self.model, instance=self.instance)
+        queryset = native(queryset.using(db))
+        if bulk:
+            # `QuerySet.delete()` creates its own atomic block which
+            # contains the `pre_delete` and `post_delete` signal handlers.
+            await queryset.adelete()
+        else:
+            from async_db.models.base import adelete_instance
+
+            async with async_atomic(using=db, savepoint=False):
+                async for obj in queryset:
+                    await adelete_instance(obj)
+
+    _aclear.alters_data = True  # type: ignore[attr-defined]
+
+    async def aset(
+        self: Any, objs: Any, *, bulk: bool = True, clear: bool = False
+    ) -> None:
+        """Async twin of ``GenericRelatedObjectManager.set()``."""
+        # Force evaluation of `objs` in case it's a queryset whose value
+        # could be affected by `manager.clear()`. Refs #19816.
+        objs = await _atuple(objs)
+
+        db = router.db_for_write(self.model, instance=self.instance)
+        async with async_atomic(using=db, savepoint=False):
+            if clear:
+                await self.aclear()
+                await self.aadd(*objs, bulk=bulk)
+            else:
+                old_objs = {obj async for obj in native(self.using(db).all())}
+                new_objs = []
+                for obj in objs:
+                    if obj in old_objs:
+                        old_objs.remove(obj)
+                    else:
+                        new_objs.append(obj)
+
+                await self.aremove(*old_objs)
+                await self.aadd(*new_objs, bulk=bulk)
+
+    aset.alters_data = True  # type: ignore[attr-defined]
+
+    async def acreate(self: Any, **kwargs: Any) -> Any:
+        """Async twin of ``GenericRelatedObjectManager.create()``."""
+        self._remove_prefetched_objects()
+        kwargs[self.content_type_field_name] = self.content_type
+        kwargs[self.object_id_field_name] = self.pk_val
+        db = router.db_for_write(self.model, instance=self.instance)
+        return await _parent_method(self, GENERIC_RELATED, db, "acreate")(**kwargs)
+
+    acreate.alters_data = True  # type: ignore[attr-defined]
+
+    async def aget_or_create(self: Any, **kwargs: Any) -> tuple[Any, bool]:
+        """Async twin of ``GenericRelatedObjectManager.get_or_create()``."""
+        kwargs[self.content_type_field_name] = self.content_type
+        kwargs[self.object_id_field_name] = self.pk_val
+        db = router.db_for_write(self.model, instance=self.instance)
+        result: tuple[Any, bool] = await _parent_method(
+            self, GENERIC_RELATED, db, "aget_or_create"
+        )(**kwargs)
+        return result
+
+    aget_or_create.alters_data = True  # type: ignore[attr-defined]
+
+    async def aupdate_or_create(self: Any, **kwargs: Any) -> tuple[Any, bool]:
+        """Async twin of ``GenericRelatedObjectManager.update_or_create()``."""
+        kwargs[self.content_type_field_name] = self.content_type
+        kwargs[self.object_id_field_name] = self.pk_val
+        db = router.db_for_write(self.model, instance=self.instance)
+        result: tuple[Any, bool] = await _parent_method(
+            self, GENERIC_RELATED, db, "aupdate_or_create"
+        )(**kwargs)
+        return result
+
+    aupdate_or_create.alters_data = True  # type: ignore[attr-defined]
+
+
 _TWINS: dict[str, tuple[type, tuple[str, ...]]] = {
     REVERSE_MANY_TO_ONE: (
         RelatedManagerTwins,
@@ -612,6 +762,18 @@ _TWINS: dict[str, tuple[type, tuple[str, ...]]] = {
             "aupdate_or_create",
         ),
     ),
+    GENERIC_RELATED: (
+        GenericRelatedManagerTwins,
+        (
+            "aadd",
+            "aremove",
+            "aclear",
+            "aset",
+            "acreate",
+            "aget_or_create",
+            "aupdate_or_create",
+        ),
+    ),
 }
 #: Private helpers the twins call (installed with them).
 _HELPERS = ("_aclear", "_aget_missing_target_ids", "_aadd_items", "_aremove_items")
@@ -619,12 +781,13 @@ _HELPERS = ("_aclear", "_aget_missing_target_ids", "_aadd_items", "_aremove_item
 
 def install_related_twins(cls: type) -> bool:
     """Give ``cls``, a related manager class built by Django's
-    ``create_reverse_many_to_one_manager()`` or
-    ``create_forward_many_to_many_manager()``, the native async writes in
+    ``create_reverse_many_to_one_manager()``,
+    ``create_forward_many_to_many_manager()`` or contenttypes'
+    ``create_generic_related_manager()``, the native async writes in
     place of Django's ``sync_to_async`` ones; return whether it was one.
     Only methods Django defined on ``cls`` are replaced (a non-nullable
     foreign key keeps having no ``aremove``/``aclear``)."""
-    if cls.__module__ != DJANGO_MODULE or cls.__qualname__ not in _TWINS:
+    if cls.__module__ not in _FACTORY_MODULES or cls.__qualname__ not in _TWINS:
         return False
     twins, names = _TWINS[cls.__qualname__]
     for name in names:
