@@ -97,12 +97,11 @@ class _AsyncIterableMixin:
     queryset: Any
     chunked_fetch: bool
     chunk_size: int
+    #: Each twin's rows (an ``async def`` generator method).
+    _aiter: Callable[[], AsyncGenerator[Any, None]]
 
     def __aiter__(self) -> AsyncGenerator[Any, None]:
         return self._aiter()
-
-    def _aiter(self) -> AsyncGenerator[Any, None]:
-        raise NotImplementedError
 
     async def _aexecute(self) -> tuple[Any, Any]:
         queryset = self.queryset

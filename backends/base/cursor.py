@@ -98,12 +98,12 @@ class AsyncCursorWrapper:
         # useful: don't let them replace the block's own exception.
         try:
             await cursor.close()
-        except self.db.Database.Error:
+        except BaseException as exc:
+            # Failed or cancelled mid-CLOSE: the driver cursor would stay
+            # open forever.
             self.db.abandon_cursor(cursor)
-        except BaseException:
-            # Cancelled mid-CLOSE: the driver cursor would stay open forever.
-            self.db.abandon_cursor(cursor)
-            raise
+            if not isinstance(exc, self.db.Database.Error):
+                raise
 
     async def close(self) -> None:
         cursor = self.cursor
@@ -111,13 +111,11 @@ class AsyncCursorWrapper:
             return
         try:
             await cursor.close()
-        except self.db.Database.Error as exc:
+        except BaseException as exc:
             if self._name is not None:
                 self.db.abandon_cursor(cursor)
-            raise self.db.translate_error(exc) from exc
-        except BaseException:
-            if self._name is not None:
-                self.db.abandon_cursor(cursor)
+            if isinstance(exc, self.db.Database.Error):
+                raise self.db.translate_error(exc) from exc
             raise
 
     # ##### Attributes #####

@@ -315,16 +315,10 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
             elif held:
                 async with psycopg.AsyncClientCursor(connection) as cursor:
                     await cursor.execute("CLOSE ALL")
-            # Ended on the server by the rollback or CLOSE ALL: driver
-            # objects the task still references must not warn when collected.
-            for cursor in held or ():
-                self.abandon_cursor(cursor)
         # Cancellation included: a half-done rollback or reset leaves an
         # unknown state.
         except (Exception, asyncio.CancelledError) as exc:
             await connection.close()  # PQfinish: no I/O wait
-            for cursor in held or ():
-                self.abandon_cursor(cursor)
             if isinstance(exc, asyncio.CancelledError):
                 self.pools.discard(self.alias, connection)
                 raise
@@ -332,6 +326,12 @@ class DatabaseWrapper(BaseAsyncDatabaseWrapper):
                 logger.warning(
                     "error ignored returning a connection of %r: %s", self, exc
                 )
+        finally:
+            # Ended on the server (rollback, CLOSE ALL, or the connection
+            # closed): driver objects the task still references must not
+            # warn when collected.
+            for cursor in held or ():
+                self.abandon_cursor(cursor)
         await pool.putconn(connection)
 
     async def _close(self) -> None:

@@ -86,6 +86,14 @@ def _parent_method(manager: Any, qualname: str, db: str, name: str) -> Any:
     return getattr(native(target.get_queryset()), name)
 
 
+async def _acall_parent(manager: Any, qualname: str, name: str, kwargs: Any) -> Any:
+    """``super().using(db).<name>(**kwargs)`` of Django's related manager
+    writes (``create``, ``get_or_create``, ``update_or_create``), natively,
+    on the database the router picks for writing the relation."""
+    db = router.db_for_write(manager.model, instance=manager.instance)
+    return await _parent_method(manager, qualname, db, name)(**kwargs)
+
+
 async def afetch_all(queryset: Any) -> None:
     """``queryset._fetch_all()`` natively, for any ``QuerySet``: an
     ``AsyncQuerySet`` fills its own result cache (and runs its
@@ -165,8 +173,7 @@ class RelatedManagerTwins:
         self._check_fk_val()
         self._remove_prefetched_objects()
         kwargs[self.field.name] = self.instance
-        db = router.db_for_write(self.model, instance=self.instance)
-        return await _parent_method(self, REVERSE_MANY_TO_ONE, db, "acreate")(**kwargs)
+        return await _acall_parent(self, REVERSE_MANY_TO_ONE, "acreate", kwargs)
 
     acreate.alters_data = True  # type: ignore[attr-defined]
 
@@ -174,10 +181,9 @@ class RelatedManagerTwins:
         """Async twin of ``RelatedManager.get_or_create()``."""
         self._check_fk_val()
         kwargs[self.field.name] = self.instance
-        db = router.db_for_write(self.model, instance=self.instance)
-        result: tuple[Any, bool] = await _parent_method(
-            self, REVERSE_MANY_TO_ONE, db, "aget_or_create"
-        )(**kwargs)
+        result: tuple[Any, bool] = await _acall_parent(
+            self, REVERSE_MANY_TO_ONE, "aget_or_create", kwargs
+        )
         return result
 
     aget_or_create.alters_data = True  # type: ignore[attr-defined]
@@ -186,10 +192,9 @@ class RelatedManagerTwins:
         """Async twin of ``RelatedManager.update_or_create()``."""
         self._check_fk_val()
         kwargs[self.field.name] = self.instance
-        db = router.db_for_write(self.model, instance=self.instance)
-        result: tuple[Any, bool] = await _parent_method(
-            self, REVERSE_MANY_TO_ONE, db, "aupdate_or_create"
-        )(**kwargs)
+        result: tuple[Any, bool] = await _acall_parent(
+            self, REVERSE_MANY_TO_ONE, "aupdate_or_create", kwargs
+        )
         return result
 
     aupdate_or_create.alters_data = True  # type: ignore[attr-defined]
@@ -707,8 +712,7 @@ class GenericRelatedManagerTwins:
         self._remove_prefetched_objects()
         kwargs[self.content_type_field_name] = self.content_type
         kwargs[self.object_id_field_name] = self.pk_val
-        db = router.db_for_write(self.model, instance=self.instance)
-        return await _parent_method(self, GENERIC_RELATED, db, "acreate")(**kwargs)
+        return await _acall_parent(self, GENERIC_RELATED, "acreate", kwargs)
 
     acreate.alters_data = True  # type: ignore[attr-defined]
 
@@ -716,10 +720,9 @@ class GenericRelatedManagerTwins:
         """Async twin of ``GenericRelatedObjectManager.get_or_create()``."""
         kwargs[self.content_type_field_name] = self.content_type
         kwargs[self.object_id_field_name] = self.pk_val
-        db = router.db_for_write(self.model, instance=self.instance)
-        result: tuple[Any, bool] = await _parent_method(
-            self, GENERIC_RELATED, db, "aget_or_create"
-        )(**kwargs)
+        result: tuple[Any, bool] = await _acall_parent(
+            self, GENERIC_RELATED, "aget_or_create", kwargs
+        )
         return result
 
     aget_or_create.alters_data = True  # type: ignore[attr-defined]
@@ -728,10 +731,9 @@ class GenericRelatedManagerTwins:
         """Async twin of ``GenericRelatedObjectManager.update_or_create()``."""
         kwargs[self.content_type_field_name] = self.content_type
         kwargs[self.object_id_field_name] = self.pk_val
-        db = router.db_for_write(self.model, instance=self.instance)
-        result: tuple[Any, bool] = await _parent_method(
-            self, GENERIC_RELATED, db, "aupdate_or_create"
-        )(**kwargs)
+        result: tuple[Any, bool] = await _acall_parent(
+            self, GENERIC_RELATED, "aupdate_or_create", kwargs
+        )
         return result
 
     aupdate_or_create.alters_data = True  # type: ignore[attr-defined]
@@ -986,8 +988,13 @@ async def _ageneric_foreign_key_querysets(
             if fk_val is not None:
                 fk_dict[ct_id].add(fk_val)
                 instance_dict[ct_id] = instance
-                # gfk_key() looks it up with each instance's db.
-                await aget_for_id(ct_id, instance._state.db)
+    # gfk_key() looks each content type up with each instance's db.
+    for ct_id, db in {
+        (getattr(obj, ct_attname), obj._state.db)
+        for obj in instances
+        if getattr(obj, ct_attname) is not None
+    }:
+        await aget_for_id(ct_id, db)
 
     ret_val: list[Any] = []
     for ct_id, fkeys in fk_dict.items():
